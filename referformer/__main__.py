@@ -1,0 +1,5 @@
+import sys
+
+from referformer.cli import main
+
+sys.exit(main())
