@@ -1,0 +1,258 @@
+"""``referformer segment``: segment the objects that sentences describe in a video, an image or frames.
+
+    referformer segment INPUT -t "a man riding a bike" -t "the dog" --checkpoint CKPT --out DIR
+
+Everything a user can get wrong is checked before the model loads (sentences, numbers, the output
+folder, the input, the device and precision), each with a one-line error. Frames stream from
+:mod:`referformer.inference.video_io` in windows, go through the predictor, and every window's
+results are written at once by :class:`referformer.inference.writers.SegmentationWriter`. See
+docs/segment.md.
+
+The model side is a ``Predictor`` from ``referformer.inference.predictor``, used through two
+methods (see :class:`WindowPredictor`): ``Predictor.from_checkpoint(checkpoint, preset=...,
+tokenizer=..., device=..., dtype=...)`` and ``predictor.segment_windows(windows, sentences)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tqdm import tqdm
+
+from referformer.errors import UserError
+from referformer.inference.video_io import FrameSource, FrameWindow, open_source
+from referformer.inference.writers import (
+    OVERLAY_MP4,
+    RESULTS_JSON,
+    SegmentationWriter,
+    SentenceWindowResult,
+    check_output_dir,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_WINDOW = 36  # frames per clip, as inference_davis.py
+# Same names as referformer.inference.device.DTYPE_CHOICES; repeated so that building the parser
+# (``referformer --help``) does not import torch.
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+
+
+class WindowPredictor(Protocol):
+    """What ``segment`` needs from the model: per-window results for every sentence."""
+
+    def segment_windows(
+        self, windows: Iterable[FrameWindow], sentences: Sequence[str]
+    ) -> Iterator[tuple[FrameWindow, list[SentenceWindowResult]]]:
+        """Yield each window with one result per sentence (in order), as soon as it is known."""
+        ...
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``referformer segment`` and its options."""
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment the objects described by sentences in a video, image or frame folder",
+        description=(
+            "Segment, in every frame of INPUT, the object each sentence describes. Writes "
+            "results.json, one PNG mask folder per sentence and overlay.mp4 under --out."
+        ),
+    )
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a video (mp4, mov, avi, webm, mkv...), a folder of frames (jpg/png), an image or a GIF",
+    )
+    parser.add_argument(
+        "-t",
+        "--text",
+        action="append",
+        required=True,
+        metavar="SENTENCE",
+        help="a sentence describing one object; repeat for several objects",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint file")
+    parser.add_argument("--preset", default=None, help="model preset the checkpoint belongs to")
+    parser.add_argument(
+        "--tokenizer", default=None, metavar="DIR", help="local tokenizer folder (RoBERTa, Hugging Face format)"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="reuse an existing output folder")
+    parser.add_argument(
+        "--window", type=int, default=DEFAULT_WINDOW, metavar="N", help=f"frames per clip (default {DEFAULT_WINDOW})"
+    )
+    sampling = parser.add_mutually_exclusive_group()
+    sampling.add_argument("--stride", type=int, default=1, metavar="K", help="keep every K-th frame")
+    sampling.add_argument("--fps", type=float, default=None, help="keep at most FPS frames per second")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES, help="precision (default fp32)")
+    parser.add_argument(
+        "--prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decode the next window and write the previous one in background threads while the "
+        "model runs (default on)",
+    )
+    parser.add_argument("--no-masks", dest="save_masks", action="store_false", help="do not write PNG masks")
+    parser.add_argument("--no-overlay", dest="save_overlay", action="store_false", help="do not write overlay.mp4")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def check_sentences(sentences: Sequence[str] | None) -> list[str]:
+    """Strip the sentences and refuse an empty one (or none at all)."""
+    if not sentences:
+        raise UserError('give at least one sentence with -t "..."')
+    cleaned = [" ".join(s.split()) for s in sentences]
+    for i, text in enumerate(cleaned):
+        if not text:
+            raise UserError(f'sentence {i + 1} (-t) is empty: describe the object, e.g. -t "the dog"')
+    return cleaned
+
+
+def _check_positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{option} must be at least 1, got {value}")
+
+
+def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> WindowPredictor:
+    """Import and build the Predictor; a build without the model core gives a one-line error."""
+    try:
+        from referformer.inference.predictor import Predictor
+    except ModuleNotFoundError as error:
+        if error.name and error.name.startswith("referformer"):
+            raise UserError(
+                "segment needs the model core (referformer.inference.predictor), which this "
+                f"build does not include yet (missing module {error.name})"
+            ) from None
+        raise
+    return Predictor.from_checkpoint(
+        args.checkpoint, preset=args.preset, tokenizer=args.tokenizer, device=device, dtype=dtype
+    )
+
+
+def segment_to_folder(
+    predictor: WindowPredictor,
+    source: FrameSource,
+    sentences: Sequence[str],
+    out_dir: str | Path,
+    *,
+    window: int = DEFAULT_WINDOW,
+    prefetch: bool = True,
+    overwrite: bool = False,
+    save_masks: bool = True,
+    save_overlay: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``predictor`` over ``source`` window by window and write every output under ``out_dir``.
+
+    With ``prefetch`` the next window is decoded, and the previous one written, in background
+    threads while the predictor runs.
+
+    Returns the summary: ``out_dir``, ``results``, ``overlay``, ``input``, ``num_frames``,
+    ``complete`` and, per sentence, ``text``, ``query``, ``score``, ``mask_dir``, ``num_frames``
+    and ``num_frames_with_mask``.
+    """
+    info = source.info
+    metadata = {
+        "input": str(info.path),
+        "kind": info.kind,
+        "source_fps": info.fps,
+        "stride": source.stride,
+        "sample_fps": source.fps,
+    }
+    bar = tqdm(total=source.estimated_length(), unit="frame", desc="segment", disable=not progress)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        writer = stack.enter_context(
+            SegmentationWriter(
+                out_dir,
+                sentences,
+                width=info.width,
+                height=info.height,
+                fps=source.sampled_fps,
+                metadata=metadata,
+                overwrite=overwrite,
+                save_masks=save_masks,
+                save_overlay=save_overlay,
+                background=prefetch,
+            )
+        )
+        windows = stack.enter_context(contextlib.closing(source.windows(window, prefetch=prefetch)))
+        results_stream = predictor.segment_windows(windows, sentences)
+        if hasattr(results_stream, "close"):
+            stack.callback(results_stream.close)
+        for frame_window, results in results_stream:
+            writer.write_window(frame_window.names, frame_window.images, results)
+            bar.update(len(frame_window))
+    results_json = writer.close()
+    return {
+        "out_dir": str(writer.out_dir),
+        "results": str(writer.out_dir / RESULTS_JSON),
+        "overlay": str(writer.out_dir / OVERLAY_MP4) if save_overlay else None,
+        "input": str(info.path),
+        "num_frames": results_json["num_frames"],
+        "complete": results_json["complete"],
+        "sentences": [
+            {
+                "text": s["text"],
+                "query": s["query"],
+                "score": s["score"],
+                "mask_dir": s["mask_dir"] if save_masks else None,
+                "num_frames": len(s["frames"]),
+                "num_frames_with_mask": writer.frames_with_mask[i],
+            }
+            for i, s in enumerate(results_json["sentences"])
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every input, load the model, segment, write outputs, report."""
+    sentences = check_sentences(args.text)
+    _check_positive(args.window, "--window")
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
+        raise UserError(f"tokenizer folder not found: {args.tokenizer}")
+    check_output_dir(args.out, args.overwrite)
+    source = open_source(args.input, stride=args.stride, fps=args.fps, max_frames=args.max_frames)
+    from referformer.inference.device import resolve_device, resolve_dtype  # imports torch
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    predictor = load_predictor(args, device, dtype)
+    summary = segment_to_folder(
+        predictor,
+        source,
+        sentences,
+        args.out,
+        window=args.window,
+        prefetch=args.prefetch,
+        overwrite=args.overwrite,
+        save_masks=args.save_masks,
+        save_overlay=args.save_overlay,
+        progress=not args.quiet,
+    )
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        print(f"wrote {summary['out_dir']} ({summary['num_frames']} frames)")
+        for i, s in enumerate(summary["sentences"]):
+            score = "n/a" if s["score"] is None else f"{s['score']:.3f}"
+            print(
+                f"  [{i}] {s['text']!r}: query {s['query']}, score {score}, "
+                f"mask in {s['num_frames_with_mask']}/{s['num_frames']} frames"
+            )
+    return 0

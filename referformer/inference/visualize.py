@@ -1,0 +1,260 @@
+"""Overlay video of ``referformer segment``: masks, boxes and a legend, encoded to H.264 with PyAV.
+
+Every sentence gets a colour from :data:`PALETTE` (sentence ``i`` uses ``PALETTE[i % 10]``). Its
+mask is blended into the frame (``(1 - alpha) * pixel + alpha * colour``, ``alpha = 0.5`` by
+default), its box drawn as an outline of the same colour, and a legend in the top-left corner
+lists the sentences with their colours. Drawing is numpy for the blending and Pillow for boxes and
+text; nothing here depends on the model.
+
+:class:`OverlayVideoWriter` writes an MP4 (H.264, ``yuv420p``) frame by frame. The file is a
+fragmented MP4 flushed after every frame (``movflags=frag_every_frame+empty_moov``, x264
+``tune=zerolatency`` so no frame waits in the encoder): if the process dies, every frame but the
+last one written stays playable. ``yuv420p`` needs even dimensions, so a frame of odd width or
+height is padded with one black column/row on the right/bottom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from referformer.errors import UserError
+
+# Distinct colours (Sasha Trubetskoy's "20 simple distinct colours", the first ten), RGB.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),  # red
+    (60, 180, 75),  # green
+    (0, 130, 200),  # blue
+    (255, 225, 25),  # yellow
+    (245, 130, 48),  # orange
+    (145, 30, 180),  # purple
+    (70, 240, 240),  # cyan
+    (240, 50, 230),  # magenta
+    (210, 245, 60),  # lime
+    (250, 190, 212),  # pink
+)
+DEFAULT_ALPHA = 0.5
+
+
+def sentence_colour(index: int) -> tuple[int, int, int]:
+    """RGB colour of sentence ``index`` (0-based) in overlays."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> float:
+    return float(font.getlength(text))
+
+
+def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> str:
+    """``text``, cut with an ellipsis so that it is at most ``width`` pixels wide."""
+    if _text_width(font, text) <= width:
+        return text
+    low, high = 0, len(text)  # longest prefix that fits with the ellipsis, by bisection
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _text_width(font, text[:mid] + "…") <= width:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low].rstrip() + "…"
+
+
+def render_legend(
+    labels: Sequence[str], colours: Sequence[tuple[int, int, int]], frame_width: int, frame_height: int
+) -> Image.Image:
+    """Render the legend once, as an RGBA image to paste in the top-left corner of each frame.
+
+    One row per label: a swatch of the colour and the text, on a translucent dark background.
+    Font size scales with the frame height (1/28 of it, 10 to 32 pixels).
+    """
+    font_size = int(np.clip(round(frame_height / 28), 10, 32))
+    font = _font(font_size)
+    pad = max(2, font_size // 3)
+    row_height = font_size + pad
+    swatch = font_size
+    max_text_width = max(1, frame_width - 2 * pad - swatch - 3 * pad)
+    texts = [_fit(label, font, max_text_width) for label in labels]
+    text_width = max((_text_width(font, t) for t in texts), default=0)
+    width = int(min(frame_width, pad + swatch + pad + text_width + pad + 1))
+    height = int(min(frame_height, pad + row_height * len(texts)))
+    legend = Image.new("RGBA", (max(width, 1), max(height, 1)), (0, 0, 0, 150))
+    draw = ImageDraw.Draw(legend)
+    for row, (text, colour) in enumerate(zip(texts, colours)):
+        top = pad + row * row_height
+        draw.rectangle([pad, top, pad + swatch - 1, top + swatch - 1], fill=(*colour, 255))
+        draw.text((pad + swatch + pad, top), text, fill=(255, 255, 255, 255), font=font)
+    return legend
+
+
+def draw_overlay(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    boxes_xyxy: Sequence[Sequence[float] | None],
+    colours: Sequence[tuple[int, int, int]],
+    *,
+    legend: Image.Image | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> np.ndarray:
+    """Draw masks, boxes and a legend on one frame.
+
+    Args:
+        image: RGB ``uint8`` ``[H, W, 3]``; not modified.
+        masks: one boolean ``[H, W]`` mask per sentence.
+        boxes_xyxy: one box per sentence in pixels ``(x0, y0, x1, y1)``, or ``None``; a box is
+            drawn only when its mask is not empty (an empty mask means "not found").
+        colours: one RGB colour per sentence.
+        legend: the image from :func:`render_legend`, pasted top-left (optional).
+        alpha: opacity of the mask colour.
+
+    Returns:
+        RGB ``uint8`` ``[H, W, 3]``.
+    """
+    out = np.array(image, dtype=np.uint8, copy=True)
+    weight = round(alpha * 256)  # fixed point: (pixel * (256 - w) + colour * w + 128) >> 8
+    for mask, colour in zip(masks, colours):
+        mask = np.asarray(mask, dtype=bool)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            continue
+        # blend inside the mask's bounding box only (boolean indexing of [H, W, 3] is slow)
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        crop = out[box]
+        tint = np.asarray(colour, np.uint16) * weight + 128
+        blended = ((crop.astype(np.uint16) * (256 - weight) + tint) >> 8).astype(np.uint8)
+        np.copyto(crop, blended, where=mask[box][..., None])
+    canvas = Image.fromarray(out)
+    height, width = image.shape[:2]
+    thickness = max(2, round(min(height, width) / 150))
+    draw = ImageDraw.Draw(canvas)
+    for mask, box, colour in zip(masks, boxes_xyxy, colours):
+        if box is None or not np.any(mask):
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=colour, width=thickness)
+    if legend is not None:
+        canvas.paste(legend, (0, 0), legend)
+    return np.asarray(canvas)
+
+
+def _even(n: int) -> int:
+    return n + (n % 2)
+
+
+class OverlayVideoWriter:
+    """Writes RGB frames to an H.264 MP4 (``yuv420p``, even size), flushing after every frame.
+
+    Args:
+        path: output ``.mp4`` path.
+        width, height: frame size in pixels; odd sizes are padded by one black pixel.
+        fps: frame rate of the output (frames per second).
+        crf: x264 constant rate factor (lower is better quality; 18-23 is visually good).
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, *, crf: int = 20):
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.encoded_width, self.encoded_height = _even(width), _even(height)
+        self.frames_written = 0
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(10)
+        self._container = av.open(
+            str(self.path),
+            mode="w",
+            options={
+                "movflags": "frag_every_frame+empty_moov+default_base_moof",
+                "flush_packets": "1",
+            },
+        )
+        try:
+            self._stream = self._container.add_stream(_h264_encoder(), rate=rate)
+        except BaseException:
+            self._container.close()
+            raise
+        self._stream.width = self.encoded_width
+        self._stream.height = self.encoded_height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.codec_context.gop_size = max(1, round(2 * float(rate)))
+        self._stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(crf)}
+        self._closed = False
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode and mux RGB ``uint8`` frames ``[T, H, W, 3]`` (or one frame ``[H, W, 3]``)."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 frames [T, {self.height}, {self.width}, 3], "
+                f"got {frames.dtype} {list(frames.shape)}"
+            )
+        pad_h, pad_w = self.encoded_height - self.height, self.encoded_width - self.width
+        for frame in frames:
+            if pad_h or pad_w:
+                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)))
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in self._stream.encode(video_frame):
+                self._container.mux(packet)
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (safe to call twice)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> OverlayVideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _h264_encoder() -> str:
+    for name in ("libx264", "h264"):
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except (av.FFmpegError, ValueError):
+            continue
+    raise UserError(
+        "this FFmpeg build (PyAV) has no H.264 encoder, so overlay.mp4 cannot be written "
+        "(install a PyAV wheel from PyPI, or pass --no-overlay)"
+    )
+
+
+class OverlayRenderer:
+    """Draws the overlay of a whole run: fixed sentences, colours and legend; frames stream in.
+
+    Args:
+        sentences: the sentences, in order; sentence ``i`` gets :func:`sentence_colour` ``(i)``.
+        width, height: frame size in pixels.
+        alpha: opacity of mask colours.
+    """
+
+    def __init__(self, sentences: Sequence[str], width: int, height: int, *, alpha: float = DEFAULT_ALPHA):
+        self.colours = [sentence_colour(i) for i in range(len(sentences))]
+        self.alpha = alpha
+        labels = [f"{i}: {text}" for i, text in enumerate(sentences)]
+        self.legend = render_legend(labels, self.colours, width, height)
+
+    def draw(
+        self, image: np.ndarray, masks: Sequence[np.ndarray], boxes_xyxy: Sequence[Sequence[float] | None]
+    ) -> np.ndarray:
+        """One frame: RGB ``uint8`` ``[H, W, 3]`` with every sentence's mask ``[H, W]`` and box."""
+        return draw_overlay(image, masks, boxes_xyxy, self.colours, legend=self.legend, alpha=self.alpha)
