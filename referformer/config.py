@@ -1,0 +1,190 @@
+"""Typed model configuration (``ModelConfig``) with a JSON round trip.
+
+Every size of the network is a field here, so tests and other engineers can build tiny models
+(ResNet-18 backbone, hidden 32, a 2-layer text encoder) with the same code as the published
+checkpoints. ``ModelConfig.validate`` rejects combinations the architecture cannot build, with a
+message that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from referformer.errors import UserError
+
+# Backbone names of the official code (``--backbone``) plus the small ResNets for tiny configs.
+RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+SWIN_BACKBONES = ("swin_t_p4w7", "swin_s_p4w7", "swin_b_p4w7", "swin_l_p4w7")
+VIDEO_SWIN_BACKBONES = ("video_swin_t_p4w7", "video_swin_s_p4w7", "video_swin_b_p4w7")
+KNOWN_BACKBONES = RESNET_BACKBONES + SWIN_BACKBONES + VIDEO_SWIN_BACKBONES
+
+
+@dataclass
+class TextEncoderConfig:
+    """Fields of a ``transformers.RobertaConfig``; defaults are exactly RoBERTa-base as the checkpoints hold it.
+
+    A bare ``RobertaConfig()`` differs (512 positions, 2 token types, eps 1e-12) and would not load
+    the official checkpoints, hence these explicit values.
+    """
+
+    vocab_size: int = 50265
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    # "eager" reproduces the fixtures bit-for-bit; "sdpa" is faster and agrees within tolerances.
+    attn_implementation: str = "eager"
+    # Hugging Face name (looked up offline in the local cache) or a local directory.
+    tokenizer: str = "roberta-base"
+
+    def roberta_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``transformers.RobertaConfig`` (everything but the tokenizer and attention choice)."""
+        d = dataclasses.asdict(self)
+        d.pop("attn_implementation")
+        d.pop("tokenizer")
+        return d
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a ReferFormer model. Defaults = the official ``opts.py`` defaults (``default``).
+
+    The published checkpoints use ``with_box_refine=True`` and ``num_classes=1`` (``release``).
+    """
+
+    backbone: str = "resnet50"
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 4
+    dec_layers: int = 4
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    enc_n_points: int = 4
+    dec_n_points: int = 4
+    num_feature_levels: int = 4
+    num_queries: int = 5
+    num_classes: int = 65
+    with_box_refine: bool = False
+    mask_dim: int = 256
+    controller_layers: int = 3
+    dynamic_mask_channels: int = 8
+    rel_coord: bool = True
+    aux_loss: bool = True
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    freeze_text_encoder: bool = False
+    # Backbone options: ``train_backbone`` mirrors the official lr_backbone > 0 (layer2-4 trainable).
+    train_backbone: bool = True
+
+    # ---- derived quantities -------------------------------------------------------------------
+    @property
+    def dynamic_weight_nums(self) -> list[int]:
+        """Number of weights of each dynamic conv layer (in_channels * out_channels)."""
+        in_ch = self.mask_dim + (2 if self.rel_coord else 0)
+        c = self.dynamic_mask_channels
+        nums = []
+        for layer in range(self.controller_layers):
+            if layer == 0:
+                nums.append(in_ch * c)
+            elif layer == self.controller_layers - 1:
+                nums.append(c * 1)
+            else:
+                nums.append(c * c)
+        return nums
+
+    @property
+    def dynamic_bias_nums(self) -> list[int]:
+        """Number of biases of each dynamic conv layer."""
+        c = self.dynamic_mask_channels
+        return [1 if layer == self.controller_layers - 1 else c for layer in range(self.controller_layers)]
+
+    @property
+    def num_dynamic_params(self) -> int:
+        """Output size of the controller: 2153 for the official sizes."""
+        return sum(self.dynamic_weight_nums) + sum(self.dynamic_bias_nums)
+
+    # ---- validation -----------------------------------------------------------------------------
+    def validate(self) -> "ModelConfig":
+        """Raise ``UserError`` for a combination the architecture cannot build; return ``self``."""
+
+        def fail(msg: str) -> None:
+            raise UserError(f"invalid ModelConfig: {msg}")
+
+        if self.backbone not in KNOWN_BACKBONES:
+            fail(f"unknown backbone {self.backbone!r}; choose one of {', '.join(KNOWN_BACKBONES)}")
+        for name in ("hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
+                     "enc_n_points", "dec_n_points", "num_queries", "num_classes", "mask_dim",
+                     "dynamic_mask_channels"):
+            if getattr(self, name) < 1:
+                fail(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.hidden_dim % self.nheads:
+            fail(f"hidden_dim ({self.hidden_dim}) must be divisible by nheads ({self.nheads})")
+        if self.hidden_dim % 32:
+            fail(f"hidden_dim ({self.hidden_dim}) must be a multiple of 32 (GroupNorm(32) in input_proj)")
+        if self.num_feature_levels != 4:
+            fail(f"num_feature_levels must be 4 (3 backbone stages + 1 extra level, as the original "
+                 f"code assumes in the CM-FPN); got {self.num_feature_levels}")
+        if self.controller_layers < 2:
+            fail(f"controller_layers must be >= 2 (got {self.controller_layers})")
+        if not 0.0 <= self.dropout < 1.0:
+            fail(f"dropout must be in [0, 1) (got {self.dropout})")
+        t = self.text_encoder
+        if t.hidden_size % t.num_attention_heads:
+            fail(f"text_encoder.hidden_size ({t.hidden_size}) must be divisible by "
+                 f"text_encoder.num_attention_heads ({t.num_attention_heads})")
+        if t.attn_implementation not in ("eager", "sdpa"):
+            fail(f"text_encoder.attn_implementation must be 'eager' or 'sdpa' (got {t.attn_implementation!r})")
+        return self
+
+    # ---- JSON round trip ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (nested text encoder config included)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
+        text = data.pop("text_encoder", None)
+        if isinstance(text, dict):
+            tknown = {f.name for f in dataclasses.fields(TextEncoderConfig)}
+            tunknown = sorted(set(text) - tknown)
+            if tunknown:
+                raise UserError(f"unknown text_encoder field(s) {tunknown}; known: {sorted(tknown)}")
+            text = TextEncoderConfig(**text)
+        cfg = cls(**data) if text is None else cls(text_encoder=text, **data)
+        return cfg
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text of the config; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "ModelConfig":
+        """Read a config from a JSON file path or a JSON string."""
+        p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
+        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,113 @@
+"""Tiny-config model: shapes on odd sizes, video/text/decoding split, batching of sentences, config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from referformer.config import ModelConfig
+from referformer.errors import UserError
+from referformer.models import build_model
+from referformer.models.mask_head import compute_locations, parse_dynamic_params
+from referformer.presets import get_preset, tiny_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(get_preset("tiny").config).eval()
+
+
+def _frames(t=2, h=70, w=90, seed=0):
+    return torch.randn(1, t, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+IDS = torch.tensor([[0, 10, 11, 12, 2, 1, 1], [0, 20, 21, 22, 23, 24, 2]])
+MASK = (IDS != 1).long()
+
+
+def test_shapes_on_odd_size(model):
+    cfg = model.config
+    with torch.no_grad():
+        out = model(_frames(), IDS[:1], MASK[:1])
+    # 70x90 -> stride-4 map 18x23 (conv1 stride 2 then max-pool, as torchvision's ResNet rounds)
+    assert out["pred_logits"].shape == (1, 2, cfg.num_queries, 1)
+    assert out["pred_boxes"].shape == (1, 2, cfg.num_queries, 4)
+    assert out["pred_masks"].shape == (1, 2, cfg.num_queries, 18, 23)
+    assert out["reference_points"].shape == (1, 2, cfg.num_queries, 2)
+    assert len(out["aux_outputs"]) == cfg.dec_layers - 1
+    assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
+    assert torch.isfinite(out["pred_masks"]).all()
+
+
+def test_decode_batches_sentences_over_one_clip(model):
+    with torch.no_grad():
+        visual = model.encode_video(_frames())
+        both = model.decode(visual, model.encode_text(IDS, MASK))
+        for i in range(2):
+            n = int(MASK[i].sum())  # unpadded, as the original runs one sentence at a time
+            single = model(_frames(), IDS[i:i + 1, :n], MASK[i:i + 1, :n])
+            for key in ("pred_logits", "pred_boxes", "pred_masks", "reference_points"):
+                torch.testing.assert_close(both[key][i:i + 1], single[key], atol=1e-4, rtol=1e-4)
+
+
+def test_default_architecture_runs():
+    torch.manual_seed(0)
+    m = build_model(tiny_config().replace(with_box_refine=False, num_classes=65)).eval()
+    assert m.class_embed[0] is m.class_embed[1] and m.transformer.decoder.bbox_embed is None
+    with torch.no_grad():
+        out = m(_frames(t=1, h=64, w=96), IDS[:1], MASK[:1])
+    assert out["pred_logits"].shape == (1, 1, 3, 65)
+    assert out["pred_masks"].shape == (1, 1, 3, 16, 24)
+
+
+def test_padded_batch_of_two_clips(model):
+    """Two clips of different sizes padded into one batch (nested_tensor_from_videos_list)."""
+    frames = torch.zeros(2, 2, 3, 64, 96)
+    mask = torch.ones(2, 2, 64, 96, dtype=torch.bool)
+    frames[0] = _frames(h=64, w=96)[0]
+    frames[1, :, :, :48, :64] = _frames(h=48, w=64, seed=1)[0]
+    mask[0] = False
+    mask[1, :, :48, :64] = False
+    sizes = torch.tensor([[64, 96], [48, 64]])
+    with torch.no_grad():
+        out = model(frames, IDS, MASK, padding_mask=mask, image_sizes=sizes)
+    assert out["pred_masks"].shape == (2, 2, 3, 16, 24)
+    assert torch.isfinite(out["pred_masks"]).all()
+
+
+def test_dynamic_params_layout():
+    cfg = ModelConfig()
+    assert cfg.num_dynamic_params == 2153
+    assert cfg.dynamic_weight_nums == [258 * 8, 64, 8] and cfg.dynamic_bias_nums == [8, 8, 1]
+    params = torch.arange(2 * 17, dtype=torch.float32).reshape(2, 17)
+    w, b = parse_dynamic_params(params, 2, [3 * 2, 2 * 2, 2], [2, 2, 1])  # 6+4+2 weights, 2+2+1 biases
+    assert [x.shape for x in w] == [(4, 3, 1, 1), (4, 2, 1, 1), (2, 2, 1, 1)]
+    assert torch.equal(b[0], torch.tensor([12.0, 13.0, 29.0, 30.0]))
+    assert torch.equal(b[2], torch.tensor([16.0, 33.0]))
+    assert torch.equal(w[0][0, :, 0, 0], torch.tensor([0.0, 1.0, 2.0])) and w[1][0, 0, 0, 0] == 6.0
+    loc = compute_locations(2, 3, 4, torch.device("cpu"))
+    assert loc.tolist() == [[2, 2], [6, 2], [10, 2], [2, 6], [6, 6], [10, 6]]
+
+
+def test_config_json_round_trip_and_validation(tmp_path):
+    cfg = tiny_config()
+    cfg.to_json(tmp_path / "c.json")
+    assert ModelConfig.from_json(tmp_path / "c.json") == cfg
+    with pytest.raises(UserError, match="nheads"):
+        ModelConfig(hidden_dim=256, nheads=7).validate()
+    with pytest.raises(UserError, match="unknown backbone"):
+        ModelConfig(backbone="resnet77").validate()
+    with pytest.raises(UserError, match="unknown ModelConfig field"):
+        ModelConfig.from_dict({"hidden": 3})
+    base = ModelConfig().text_encoder
+    assert (base.vocab_size, base.max_position_embeddings, base.type_vocab_size, base.layer_norm_eps) == \
+        (50265, 514, 1, 1e-5)
+
+
+def test_unsupported_backbone_is_user_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "referformer.models.backbones.swin", None)  # import fails
+    with pytest.raises(UserError, match="not yet supported"):
+        build_model(tiny_config(backbone="swin_t_p4w7"))
