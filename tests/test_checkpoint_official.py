@@ -27,11 +27,13 @@ def _read_tsv(path):
     return rows
 
 
+OFFICIAL_BACKBONES = ("resnet50", "resnet101", "swin_t_p4w7", "swin_s_p4w7", "swin_b_p4w7", "swin_l_p4w7",
+                      "video_swin_t_p4w7", "video_swin_s_p4w7", "video_swin_b_p4w7")
+
+
 @pytest.mark.parametrize("backbone,config,tsv", [
-    ("resnet50", "default", "keys_resnet50.tsv"),
-    ("resnet50", "release", "keys_resnet50_release.tsv"),
-    ("resnet101", "default", "keys_resnet101.tsv"),
-    ("resnet101", "release", "keys_resnet101_release.tsv"),
+    (backbone, config, f"keys_{backbone}{'_release' if config == 'release' else ''}.tsv")
+    for backbone in OFFICIAL_BACKBONES for config in ("default", "release")
 ])
 def test_state_dict_matches_official_spec(shared_reference, backbone, config, tsv):
     spec = _read_tsv(shared_reference / "model" / tsv)

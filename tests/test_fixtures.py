@@ -1,4 +1,8 @@
-"""Our model vs. the original code on the ResNet-50 fixtures (weights regenerated with detweights.py)."""
+"""Our model vs. the original code on every shared fixture (weights regenerated with detweights.py).
+
+ResNet-50 (model-core issue), Swin-T and Video-Swin-T (backbone issue), each in the ``default`` and
+``release`` configurations.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import torch
 from referformer.tools.fixture import build_fixture_model, compare_tree, run_fixture
 
 CASES = {
-    "resnet50_release_seed0": "keys_resnet50_release.tsv",
-    "resnet50_default_seed0": "keys_resnet50.tsv",
+    f"{backbone}_{config}_seed0": f"keys_{backbone}{'_release' if config == 'release' else ''}.tsv"
+    for backbone in ("resnet50", "swin_t_p4w7", "video_swin_t_p4w7")
+    for config in ("default", "release")
 }
 
 
