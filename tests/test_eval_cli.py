@@ -117,7 +117,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err
     assert cli.main(["evaluate", "--dataset", "a2d"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert "--root" in capsys.readouterr().err
     assert cli.main(["evaluate", "--protocol", "a2d", "--gt", str(tmp_path)]) == 2
     assert "--pred" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: the two modes are exclusive

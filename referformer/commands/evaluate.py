@@ -4,8 +4,10 @@ Two modes (mutually exclusive):
 
 * ``--protocol {davis,a2d,jhmdb,mevis}`` scores result files already on disk, in the original
   toolkits' input formats, without a model (see ``docs/evaluation.md``);
-* ``--dataset ...`` (model-driven evaluation: run a checkpoint on a dataset, then score it) is not
-  available yet.
+* ``--dataset NAME --root DIR --checkpoint CKPT --out DIR`` runs a checkpoint over a whole split,
+  writes what the benchmark needs (submission zip, DAVIS folders, COCO results) and its numbers
+  (``<out>/report.json``); sharded over the processes of a ``torchrun`` launch and resumable
+  (:mod:`referformer.evaluation.drivers`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from referformer.errors import UserError
 
 PROTOCOLS = ("davis", "a2d", "jhmdb", "mevis", "refcoco")
+DATASETS = ("ytvos", "davis", "a2d", "jhmdb", "mevis", "refcoco", "refcoco+", "refcocog", "synthetic")
 
 _EPILOG = """\
 inputs per protocol:
@@ -25,6 +28,13 @@ inputs per protocol:
   jhmdb                                 COCO results [{"image_id", "segmentation", "score"}]
   mevis   --gt VALID_U_DIR --pred DIR   VALID_U_DIR holds meta_expressions.json and
                                         mask_dict.json; DIR/<video>/<exp_id>/<frame>.png
+
+model-driven evaluation (--dataset):
+  referformer evaluate --dataset synthetic --root DIR --checkpoint CKPT [--tokenizer DIR] --json
+  torchrun --nproc_per_node N -m referformer evaluate --dataset davis --root data/ref-davis
+      --checkpoint CKPT --out out/davis    (re-run the same command to resume)
+  outputs in --out: report.json; ytvos/mevis submission.zip + Annotations/; davis anno_0..3/;
+  a2d/jhmdb results.json; --labels KINDS.json adds per-kind scores (docs/synthetic.md)
 """
 
 
@@ -32,16 +42,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``evaluate`` and its arguments."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score results with the DAVIS / A2D / JHMDB / MeViS protocols",
-        description="Score existing results with an original benchmark protocol.",
+        help="run a checkpoint over a benchmark split, or score existing results",
+        description="Run a checkpoint over a dataset split (--dataset) or score existing results "
+        "with an original benchmark protocol (--protocol).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--protocol", choices=PROTOCOLS, help="score result files on disk")
-    mode.add_argument(
-        "--dataset", help="run a checkpoint on a dataset and score it (not available yet)"
-    )
+    mode.add_argument("--dataset", choices=DATASETS, help="run a checkpoint on a dataset split and score it")
+    model = parser.add_argument_group("--dataset mode")
+    model.add_argument("--root", type=Path, help="the dataset's root folder")
+    model.add_argument("--split", help="split to evaluate (default: the benchmark's evaluation split)")
+    model.add_argument("--checkpoint", help="converted model folder, official .pth, or a bundled name")
+    model.add_argument("--preset", help="architecture of an official .pth (see `referformer presets`)")
+    model.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the model config's)")
+    model.add_argument("--out", type=Path, help="output folder (default: eval-<dataset>-<split>)")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    model.add_argument("--labels", type=Path, help="expression_kinds.json for per-kind scores")
+    model.add_argument("--num-frames", type=int, default=5, help="a2d/jhmdb clip length (default 5)")
+    model.add_argument("--sentence-batch-size", type=int, default=8, help="sentences decoded at once")
+    model.add_argument("--short-side", type=int, default=360,
+                       help="frames' shorter side for the model (default 360, the original; video benchmarks)")
     parser.add_argument("--gt", type=Path, help="ground truth (folder or file, per protocol)")
     parser.add_argument("--pred", type=Path, help="predictions (folder or file, per protocol)")
     parser.add_argument(
@@ -85,10 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from referformer.evaluation.report import format_report, to_json
 
     if args.dataset is not None:
-        raise UserError(
-            "--dataset (model-driven evaluation) is not available yet; score existing results "
-            "with --protocol {davis,a2d,jhmdb,mevis} --gt ... --pred ..."
-        )
+        return run_dataset(args)
     for flag in ("gt", "pred"):
         if getattr(args, flag) is None:
             raise UserError(f"--protocol {args.protocol} needs --{flag}")
@@ -101,4 +120,59 @@ def run(args: argparse.Namespace) -> int:
     )
     name = "a2d" if args.protocol == "jhmdb" else args.protocol
     print(to_json(result) if args.json else format_report(name, result))
+    return 0
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    """``--dataset`` mode: load the checkpoint, run the split, print the report on rank 0."""
+    import os
+
+    import torch
+
+    from referformer.evaluation.drivers import (
+        DEFAULT_SPLITS,
+        RunContext,
+        build_eval_dataset,
+        load_segmenter,
+        resolve_checkpoint,
+        run_evaluation,
+    )
+    from referformer.evaluation.report import format_metrics, format_table, to_json
+    from referformer.inference.device import resolve_device
+
+    for flag in ("root", "checkpoint"):
+        if getattr(args, flag) is None:
+            raise UserError(f"--dataset {args.dataset} needs --{flag}")
+    for flag in ("num_frames", "short_side", "sentence_batch_size"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    split = args.split or DEFAULT_SPLITS[args.dataset]
+    out = args.out or Path(f"eval-{args.dataset}-{split}")
+    dataset = build_eval_dataset(args.dataset, args.root, split, args.num_frames)  # bad input fails fast
+    context = RunContext.from_environment()  # gloo: the processes only need barriers
+    device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None and context.world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    segmenter = load_segmenter(checkpoint, preset=args.preset, tokenizer=args.tokenizer, device=device,
+                               sentence_batch_size=args.sentence_batch_size, short_side=args.short_side)
+    report = run_evaluation(
+        args.dataset, args.root, split, segmenter, out, labels=args.labels, num_frames=args.num_frames,
+        context=context, progress=not args.no_progress,
+        metadata={"checkpoint": str(checkpoint), "preset": args.preset}, dataset=dataset,
+    )
+    if report is None:  # not rank 0: rank 0 prints
+        return 0
+    if args.json:
+        print(to_json(report))
+        return 0
+    print(f"{args.dataset} {split}: {checkpoint}")
+    print(format_metrics(report))
+    for anno in ("anno_0", "anno_1", "anno_2", "anno_3"):
+        if anno in report:
+            print(f"\n{anno}:\n" + format_metrics(report[anno]))
+    if report.get("groups"):
+        rows = [{"group": g, **v} for g, v in report["groups"].items()]
+        print("\nby expression kind:\n" + format_table(rows, ["group", "count", "J&F", "J", "F"]))
+    print("\noutputs: " + ", ".join(f"{k} {v}" for k, v in report.get("outputs", {}).items()))
     return 0
