@@ -87,7 +87,7 @@ class RefVOSCriterion(nn.Module):
         """outputs: ``seg_logits`` ``[B, T, 2, H, W]`` (padded input size); targets: see
         :func:`segmentation_labels`. Returns ``{"loss_ce": scalar}`` (mean over labelled pixels)."""
         logits = outputs["seg_logits"]
-        b, t, _, h, w = logits.shape
+        _, t, _, h, w = logits.shape
         labels = segmentation_labels(targets, t, (h, w), self.visible_frames_only)
         if not bool((labels != IGNORE_INDEX).any()):
             return {"loss_ce": logits.sum() * 0.0}  # nothing labelled: a zero that keeps the graph
