@@ -30,6 +30,7 @@ _LAZY = {
     "load_model": ("referformer.inference.api", "load_model"),
     "load_checkpoint": ("referformer.inference.api", "load_model"),
     "segment_video": ("referformer.inference.api", "segment_video"),
+    "Predictor": ("referformer.inference.predictor", "Predictor"),
     "ReferFormer": ("referformer.models", "ReferFormer"),
     "build_model": ("referformer.models", "build_model"),
     "get_preset": ("referformer.presets", "get_preset"),

@@ -65,6 +65,12 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------
 # reading official files
 # ---------------------------------------------------------------------------------------------
+def _unpickling_reason(err: Exception) -> str:
+    """The informative line of torch's weights-only error (the global it refused)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+
+
 def read_official_checkpoint(path: str | Path, unsafe_load: bool = False) -> dict[str, Tensor]:
     """Read an official ``.pth`` and return its state dict (the ``model`` entry).
 
@@ -83,10 +89,13 @@ def read_official_checkpoint(path: str | Path, unsafe_load: bool = False) -> dic
                     raise
                 ckpt = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as err:
-        raise UserError(f"{path} contains Python objects that cannot be loaded safely ({str(err).splitlines()[0]}); "
+        if "Unsupported global" not in str(err):  # not a pickle of Python objects at all: garbage bytes
+            raise UserError(f"{path} is not a readable PyTorch checkpoint; is the download complete?") from err
+        raise UserError(f"{path} contains Python objects that cannot be loaded safely ({_unpickling_reason(err)}); "
                         "if you trust the file, pass --unsafe-load (unsafe_load=True)") from err
-    except (RuntimeError, EOFError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({err}); is the download complete?") from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        detail = f" ({str(err).splitlines()[0]})" if isinstance(err, RuntimeError) and str(err) else ""
+        raise UserError(f"{path} is not a readable PyTorch checkpoint{detail}; is the download complete?") from err
     if isinstance(ckpt, Mapping) and "model" in ckpt and isinstance(ckpt["model"], Mapping):
         sd = ckpt["model"]
     elif isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):

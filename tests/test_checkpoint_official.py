@@ -156,3 +156,13 @@ def test_infer_architecture_of_every_official_spec(shared_reference):
         backbone = name[: -len("_release")] if release else name
         assert infer_architecture(sd) == {"backbone": backbone, "with_box_refine": release,
                                           "num_classes": 1 if release else 65}, path.name
+
+
+def test_garbage_file_is_not_called_unsafe(tmp_path):
+    """Random bytes and text are reported as unreadable checkpoints, not as unsafe pickles."""
+    for name, payload in (("random.pth", bytes(range(256)) * 4), ("text.pth", b"hello, not a checkpoint")):
+        path = tmp_path / name
+        path.write_bytes(payload)
+        with pytest.raises(UserError, match="is not a readable PyTorch checkpoint") as info:
+            read_official_checkpoint(path)
+        assert "--unsafe-load" not in str(info.value)

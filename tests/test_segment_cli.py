@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from referformer import cli
+from referformer.inference.predictor import resolve_checkpoint
 from referformer.inference.visualize import PALETTE
 from referformer.inference.writers import SentenceWindowResult, decode_mask_rle
 
@@ -63,9 +64,35 @@ def checkpoint(tmp_path: Path) -> Path:
     return path
 
 
-class FakePredictor:
+class FakeStream:
     """Sentence 0 finds the bright square (query 3); other sentences find nothing (query 0)."""
 
+    def __init__(self, sentences):
+        self.sentences = sentences
+        self.closed = False
+
+    def process(self, window):
+        bright = window.images.mean(axis=-1) > 128  # [T, H, W]
+        results = []
+        for i, _ in enumerate(self.sentences):
+            masks = bright if i == 0 else np.zeros_like(bright)
+            boxes = np.array([_box(m) for m in masks], float)
+            scores = np.full(len(window), 0.9 if i == 0 else 0.1)
+            results.append(SentenceWindowResult(3 if i == 0 else 0, float(scores.mean()), masks, boxes, scores))
+        return results
+
+    def finish(self):
+        return [types.SimpleNamespace(query=3 if i == 0 else 0, score=0.9 if i == 0 else 0.1)
+                for i, _ in enumerate(self.sentences)]
+
+    def corrections(self):
+        return iter(())
+
+    def close(self):
+        self.closed = True
+
+
+class FakePredictor:
     created: ClassVar[dict] = {}
 
     @classmethod
@@ -73,16 +100,9 @@ class FakePredictor:
         cls.created = {"checkpoint": checkpoint, **kwargs}
         return cls()
 
-    def segment_windows(self, windows, sentences):
-        for window in windows:
-            bright = window.images.mean(axis=-1) > 128  # [T, H, W]
-            results = []
-            for i, _ in enumerate(sentences):
-                masks = bright if i == 0 else np.zeros_like(bright)
-                boxes = np.array([_box(m) for m in masks], float)
-                scores = np.full(len(window), 0.9 if i == 0 else 0.1)
-                results.append(SentenceWindowResult(3 if i == 0 else 0, float(scores.mean()), masks, boxes, scores))
-            yield window, results
+    def stream(self, sentences, *, spill_dir=None):
+        self.created["spill_dir"] = spill_dir
+        return FakeStream(sentences)
 
 
 def _box(mask: np.ndarray) -> list[float]:
@@ -94,6 +114,7 @@ def _box(mask: np.ndarray) -> list[float]:
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> type[FakePredictor]:
     module = types.ModuleType("referformer.inference.predictor")
     module.Predictor = FakePredictor
+    module.resolve_checkpoint = resolve_checkpoint
     monkeypatch.setitem(sys.modules, "referformer.inference.predictor", module)
     return FakePredictor
 
@@ -276,3 +297,69 @@ def test_dtype_parsing_and_support(monkeypatch: pytest.MonkeyPatch) -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
     with autocast(cpu, torch.float32):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.float32
+
+
+# --- the real predictor, end to end --------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A tiny random model saved with ``save_pretrained``, its tokenizer in ``tokenizer/``."""
+    import torch
+
+    from referformer.checkpoint import save_pretrained
+    from referformer.models import build_model
+    from referformer.presets import tiny_config
+    from referformer.synthetic.tokenizer import build_synthetic_tokenizer, synthetic_vocab_size
+
+    config = tiny_config()
+    config.text_encoder.vocab_size = synthetic_vocab_size()
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.controller.layers[-1].bias[-1] += 3.0  # masks about half on
+    directory = save_pretrained(model, tmp_path / "tiny-model")
+    build_synthetic_tokenizer(directory / "tokenizer")
+    return directory
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a loaded 2-core machine are many times slower
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_real_predictor_end_to_end(tmp_path: Path, video: Path, tiny_checkpoint: Path, one_thread, capsys) -> None:
+    from referformer.inference.predictor import Predictor
+
+    out = tmp_path / "out"
+    sentences = ["the white square", "a small cat"]
+    code = run_cli(video, "-t", sentences[0], "-t", sentences[1], "--checkpoint", tiny_checkpoint, "--out", out,
+                   "--window", 4, "--short-side", 48, "--device", "cpu", "--json", "--quiet")
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_frames"] == NUM_FRAMES and summary["complete"]
+    assert sorted(p.name for p in out.iterdir()) == ["0_the_white_square", "1_a_small_cat", "overlay.mp4",
+                                                     "results.json"]  # no spill folder left
+    # the same as the Python API on the same frames and windows
+    predictor = Predictor.from_pretrained(tiny_checkpoint, device="cpu", short_side=48)
+    expected = predictor.predict(video, sentences, window=4)
+    results = json.loads((out / "results.json").read_text())
+    for i, (sentence, prediction) in enumerate(zip(results["sentences"], expected)):
+        assert sentence["query"] == prediction.query == summary["sentences"][i]["query"]
+        assert sentence["score"] == pytest.approx(float(prediction.query_scores[prediction.query]), abs=1e-6)
+        assert len(sentence["frames"]) == NUM_FRAMES
+        for t, frame in enumerate(sentence["frames"]):
+            mask = decode_mask_rle(frame["mask_rle"])
+            assert mask.shape == (H, W)
+            assert (mask != prediction.masks[t].numpy()).mean() < 0.01  # fp16-spilled rewrites may flip a pixel
+            png = np.asarray(Image.open(out / sentence["mask_dir"] / f"{t:05d}.png"))
+            assert png.shape == (H, W) and np.array_equal(png > 0, mask)
+            assert frame["box_xyxy"] == pytest.approx(prediction.boxes[t].tolist(), abs=1e-3)
+    with av.open(str(out / "overlay.mp4")) as container:
+        overlay = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(overlay) == NUM_FRAMES and overlay[0].shape == (H, W, 3)

@@ -8,18 +8,21 @@ folder, the input, the device and precision), each with a one-line error. Frames
 results are written at once by :class:`referformer.inference.writers.SegmentationWriter`. See
 docs/segment.md.
 
-The model side is a ``Predictor`` from ``referformer.inference.predictor``, used through two
-methods (see :class:`WindowPredictor`): ``Predictor.from_checkpoint(checkpoint, preset=...,
-tokenizer=..., device=..., dtype=...)`` and ``predictor.segment_windows(windows, sentences)``.
+The model side is a ``Predictor`` from ``referformer.inference.predictor``:
+``Predictor.from_checkpoint(checkpoint, preset=..., tokenizer=..., device=..., dtype=...)`` and
+``predictor.stream(sentences, spill_dir=...)`` (see :class:`WindowPredictor`). Each window is
+written at once with its provisional masks; at the end the windows whose query was not the final
+one are rewritten, the final query/score recorded, and the overlay re-drawn if anything changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,13 +47,31 @@ DEFAULT_WINDOW = 36  # frames per clip, as inference_davis.py
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
 
-class WindowPredictor(Protocol):
-    """What ``segment`` needs from the model: per-window results for every sentence."""
+class SegmentationStream(Protocol):
+    """One video, fixed sentences (see :class:`referformer.inference.predictor.SegmentationStream`)."""
 
-    def segment_windows(
-        self, windows: Iterable[FrameWindow], sentences: Sequence[str]
-    ) -> Iterator[tuple[FrameWindow, list[SentenceWindowResult]]]:
-        """Yield each window with one result per sentence (in order), as soon as it is known."""
+    def process(self, window: FrameWindow) -> list[SentenceWindowResult]:
+        """Provisional results of one window, one per sentence (in order)."""
+        ...
+
+    def finish(self) -> Sequence[Any]:
+        """After the last window: per sentence, the final choice (``.query``, ``.score``)."""
+        ...
+
+    def corrections(self) -> Iterator[Any]:
+        """Windows to rewrite (``.start``, ``.names``, ``.sentence``, ``.result``)."""
+        ...
+
+    def close(self) -> None:
+        """Remove temporary data."""
+        ...
+
+
+class WindowPredictor(Protocol):
+    """What ``segment`` needs from the model: a stream per video."""
+
+    def stream(self, sentences: Sequence[str], *, spill_dir: str | Path | None = None) -> SegmentationStream:
+        """Start segmenting one video for ``sentences``; temporary files go under ``spill_dir``."""
         ...
 
 
@@ -77,8 +98,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="SENTENCE",
         help="a sentence describing one object; repeat for several objects",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint file")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="a converted model folder, an official .pth file or the name of a bundled model",
+    )
     parser.add_argument("--preset", default=None, help="model preset the checkpoint belongs to")
+    parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="allow arbitrary Python objects in an official .pth (only for files you trust)",
+    )
     parser.add_argument(
         "--tokenizer", default=None, metavar="DIR", help="local tokenizer folder (RoBERTa, Hugging Face format)"
     )
@@ -93,6 +124,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     parser.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES, help="precision (default fp32)")
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=360,
+        metavar="PX",
+        help="resize frames so that their shorter side is PX pixels before the model (default 360, "
+        "the original's; masks are always written at the original size)",
+    )
     parser.add_argument(
         "--prefetch",
         action=argparse.BooleanOptionalAction,
@@ -124,10 +163,10 @@ def _check_positive(value: int | None, option: str) -> None:
         raise UserError(f"{option} must be at least 1, got {value}")
 
 
-def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> WindowPredictor:
-    """Import and build the Predictor; a build without the model core gives a one-line error."""
+def _predictor_module() -> Any:
+    """``referformer.inference.predictor``; a build without the model core gives a one-line error."""
     try:
-        from referformer.inference.predictor import Predictor
+        predictor = importlib.import_module("referformer.inference.predictor")
     except ModuleNotFoundError as error:
         if error.name and error.name.startswith("referformer"):
             raise UserError(
@@ -135,8 +174,19 @@ def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.
                 f"build does not include yet (missing module {error.name})"
             ) from None
         raise
-    return Predictor.from_checkpoint(
-        args.checkpoint, preset=args.preset, tokenizer=args.tokenizer, device=device, dtype=dtype
+    return predictor
+
+
+def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> WindowPredictor:
+    """Build the Predictor from ``--checkpoint``, ``--preset``, ``--tokenizer``, ``--short-side``."""
+    return _predictor_module().Predictor.from_checkpoint(
+        args.checkpoint,
+        preset=args.preset,
+        tokenizer=args.tokenizer,
+        device=device,
+        dtype=dtype,
+        short_side=args.short_side,
+        unsafe_load=args.unsafe_load,
     )
 
 
@@ -187,14 +237,23 @@ def segment_to_folder(
                 background=prefetch,
             )
         )
+        # spilled mask logits live inside the output folder (same disk, removed at the end)
+        stream = stack.enter_context(contextlib.closing(predictor.stream(sentences, spill_dir=writer.out_dir)))
         windows = stack.enter_context(contextlib.closing(source.windows(window, prefetch=prefetch)))
-        results_stream = predictor.segment_windows(windows, sentences)
-        if hasattr(results_stream, "close"):
-            stack.callback(results_stream.close)
-        for frame_window, results in results_stream:
-            writer.write_window(frame_window.names, frame_window.images, results)
+        for frame_window in windows:
+            writer.write_window(frame_window.names, frame_window.images, stream.process(frame_window))
             bar.update(len(frame_window))
+        choices = stream.finish()
+        for fix in stream.corrections():  # windows written with a query that was not the final one
+            writer.rewrite_window(fix.start, fix.names, fix.sentence, fix.result)
+        writer.set_final([{"query": int(c.query), "score": float(c.score)} for c in choices])
     results_json = writer.close()
+    if save_overlay and writer.frames_rewritten:
+        # the overlay was drawn with provisional masks: draw it again from the final ones
+        frames = (f.image for f in source)
+        rerender = tqdm(frames, total=results_json["num_frames"], unit="frame", desc="overlay",
+                        disable=not progress)
+        writer.rerender_overlay(rerender)
     return {
         "out_dir": str(writer.out_dir),
         "results": str(writer.out_dir / RESULTS_JSON),
@@ -220,9 +279,8 @@ def run(args: argparse.Namespace) -> int:
     """Check every input, load the model, segment, write outputs, report."""
     sentences = check_sentences(args.text)
     _check_positive(args.window, "--window")
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.exists():
-        raise UserError(f"checkpoint not found: {checkpoint}")
+    _check_positive(args.short_side, "--short-side")
+    _predictor_module().resolve_checkpoint(args.checkpoint)  # a path, or the name of a bundled model
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
         raise UserError(f"tokenizer folder not found: {args.tokenizer}")
     check_output_dir(args.out, args.overwrite)

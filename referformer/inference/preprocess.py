@@ -28,11 +28,15 @@ FramesInput = Union[str, Path, Sequence[Frame], np.ndarray, Tensor]
 
 
 def list_frame_files(folder: str | Path) -> list[Path]:
-    """Image files of a folder, sorted by name (how the Ref-YouTube-VOS frames are ordered)."""
+    """Image files of a folder in natural order (``frame2`` before ``frame10``), as ``video_io`` orders
+    them; for zero-padded names such as Ref-YouTube-VOS's ``00005.jpg`` this is plain name order."""
+    from referformer.inference.video_io import natural_sort_key
+
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"frame folder {folder} not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: natural_sort_key(p.name))
     if not files:
         raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files

@@ -41,7 +41,7 @@ import shutil
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,8 @@ from referformer.inference.visualize import OverlayRenderer, OverlayVideoWriter
 RESULTS_JSON = "results.json"
 RESULTS_PARTIAL = "results.partial.jsonl"
 OVERLAY_MP4 = "overlay.mp4"
+OVERLAY_RENDERING = "rendering.overlay.mp4"  # the overlay being re-drawn, renamed when done
+SPILL_PREFIX = ".referformer-spill-"  # temporary folders of the predictor's spilled mask logits
 RESULTS_VERSION = 1
 # Frame rate of overlay.mp4 when the input has none (a folder of frames, a single image).
 DEFAULT_OVERLAY_FPS = 10.0
@@ -157,11 +159,13 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
     """
     path = check_output_dir(path, overwrite)
     if path.exists():
-        for name in (RESULTS_JSON, RESULTS_PARTIAL, OVERLAY_MP4):
+        for name in (RESULTS_JSON, RESULTS_PARTIAL, OVERLAY_MP4, OVERLAY_RENDERING):
             (path / name).unlink(missing_ok=True)
         for child in path.iterdir():
             is_mask_dir = child.is_dir() and _MASK_DIR_PATTERN.match(child.name)
             if is_mask_dir and all(f.is_file() and f.suffix == ".png" for f in child.iterdir()):
+                shutil.rmtree(child)
+            elif child.is_dir() and child.name.startswith(SPILL_PREFIX):  # left by a killed run
                 shutil.rmtree(child)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -175,6 +179,19 @@ def _as_mask_array(masks: Any, shape: tuple[int, int, int], what: str) -> np.nda
     if masks.shape != shape:
         raise ValueError(f"{what}: expected masks of shape {list(shape)}, got {list(masks.shape)}")
     return masks if masks.dtype == bool else masks > 0
+
+
+def _sentence_record(names: Sequence[str], result: SentenceWindowResult) -> dict[str, Any]:
+    frames = [
+        {
+            "frame": name,
+            "box_xyxy": [float(v) for v in result.boxes_xyxy[t]],
+            "score": float(result.frame_scores[t]),
+            "mask_rle": encode_mask_rle(result.masks[t]),
+        }
+        for t, name in enumerate(names)
+    ]
+    return {"query": int(result.query), "score": float(result.score), "frames": frames}
 
 
 # --- results.partial.jsonl -> results.json -----------------------------------------------------
@@ -210,21 +227,27 @@ class ResultsWriter:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
 
-    def write_window(self, names: Sequence[str], results: Sequence[SentenceWindowResult]) -> None:
-        """Append one window: per sentence, its query/score and per-frame box, score and RLE."""
-        sentences = []
-        for result in results:
-            frames = [
-                {
-                    "frame": name,
-                    "box_xyxy": [float(v) for v in result.boxes_xyxy[t]],
-                    "score": float(result.frame_scores[t]),
-                    "mask_rle": encode_mask_rle(result.masks[t]),
-                }
-                for t, name in enumerate(names)
-            ]
-            sentences.append({"query": int(result.query), "score": float(result.score), "frames": frames})
-        self._append({"type": "window", "frames": list(names), "sentences": sentences})
+    def write_window(
+        self, names: Sequence[str], results: Sequence[SentenceWindowResult], start: int | None = None
+    ) -> None:
+        """Append one window: per sentence, its query/score and per-frame box, score and RLE.
+
+        ``start`` is the position of the window's first frame among all frames (for rewrites).
+        """
+        sentences = [_sentence_record(names, result) for result in results]
+        record: dict[str, Any] = {"type": "window", "frames": list(names), "sentences": sentences}
+        if start is not None:
+            record["start"] = int(start)
+        self._append(record)
+
+    def rewrite_window(self, start: int, names: Sequence[str], sentence: int, result: SentenceWindowResult) -> None:
+        """Append a rewrite: sentence ``sentence``'s frames ``start .. start + len(names)`` become ``result``."""
+        self._append({"type": "rewrite", "start": int(start), "sentence": int(sentence),
+                      **_sentence_record(names, result)})
+
+    def write_final(self, choices: Sequence[dict[str, Any] | None]) -> None:
+        """Append the sentence-level fields chosen over the whole video (e.g. ``query``, ``score``)."""
+        self._append({"type": "final", "sentences": [dict(c) if c else None for c in choices]})
 
     def finalize(
         self, *, complete: bool = True, overrides: Sequence[dict[str, Any] | None] | None = None
@@ -269,26 +292,44 @@ def finalize_results(
     partial_path = out_dir / RESULTS_PARTIAL
     if not partial_path.is_file():
         raise UserError(f"no {RESULTS_PARTIAL} in {out_dir}: nothing to finalize")
-    header, *windows = _read_records(partial_path)
+    header, *records = _read_records(partial_path)
     sentences = [
         {"text": s["text"], "query": None, "score": None, "mask_dir": s["mask_dir"], "frames": []}
         for s in header["sentences"]
     ]
-    queries: list[Counter] = [Counter() for _ in sentences]
-    weighted_scores = [0.0 for _ in sentences]
+    # per sentence: [start, count, query, score] of each window, updated by rewrites
+    windows: list[list[list[Any]]] = [[] for _ in sentences]
+    final: list[dict[str, Any] | None] = [None] * len(sentences)
     num_frames = 0
-    for window in windows:
-        count = len(window["frames"])
-        num_frames += count
-        for i, result in enumerate(window["sentences"]):
-            sentences[i]["frames"].extend(result["frames"])
-            queries[i][result["query"]] += count
-            weighted_scores[i] += result["score"] * count
+    for record in records:
+        kind = record.get("type")
+        if kind == "window":
+            count = len(record["frames"])
+            start = record.get("start", num_frames)
+            num_frames += count
+            for i, result in enumerate(record["sentences"]):
+                sentences[i]["frames"].extend(result["frames"])
+                windows[i].append([start, count, result["query"], result["score"]])
+        elif kind == "rewrite":
+            i, start, frames = record["sentence"], record["start"], record["frames"]
+            sentences[i]["frames"][start : start + len(frames)] = frames
+            for window in windows[i]:
+                if window[0] == start:
+                    window[2:] = [record["query"], record["score"]]
+        elif kind == "final":
+            final = [f or None for f in record["sentences"]]
     for i, sentence in enumerate(sentences):
-        if queries[i]:
+        queries: Counter = Counter()
+        weighted_score = 0.0
+        for _, count, query, score in windows[i]:
+            queries[query] += count
+            weighted_score += score * count
+        if queries:
             # most frames; ties go to the query seen first
-            sentence["query"] = queries[i].most_common(1)[0][0]
-            sentence["score"] = weighted_scores[i] / max(1, sum(queries[i].values()))
+            sentence["query"] = queries.most_common(1)[0][0]
+            sentence["score"] = weighted_score / max(1, sum(queries.values()))
+        if final[i]:
+            sentence.update(final[i])
         if overrides is not None and overrides[i]:
             sentence.update(overrides[i])
     metadata = {k: v for k, v in header.items() if k not in ("type", "version", "sentences")}
@@ -380,6 +421,10 @@ class SegmentationWriter:
             self.renderer = OverlayRenderer(self.sentences, width, height, alpha=alpha)
             self.video = OverlayVideoWriter(self.out_dir / OVERLAY_MP4, width, height, self.fps)
         self.summary: dict[str, Any] | None = None
+        self.frames_submitted = 0
+        # frames whose masks were rewritten after they were first written (the overlay is then stale)
+        self.frames_rewritten = 0
+        self._window_mask_counts: dict[tuple[int, int], int] = {}  # (start, sentence) -> frames with mask
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="referformer-writer")
             if background
@@ -412,11 +457,41 @@ class SegmentationWriter:
         ]
         if self.video is not None and images is None:
             raise ValueError("the overlay needs the window's images")
+        start = self.frames_submitted
+        self.frames_submitted += len(names)
+        self._submit(self._write_now, start, list(names), images, results)
+
+    def rewrite_window(self, start: int, names: Sequence[str], sentence: int, result: SentenceWindowResult) -> None:
+        """Replace sentence ``sentence``'s results on the frames ``start .. start + T`` written earlier.
+
+        Rewrites the PNG masks and appends the new results to the JSON Lines file (they replace the
+        old ones in ``results.json``). The overlay is not touched: see :meth:`rerender_overlay`.
+        """
+        shape = (len(names), self.height, self.width)
+        result = SentenceWindowResult(
+            query=result.query,
+            score=result.score,
+            masks=_as_mask_array(result.masks, shape, f"sentence {sentence}"),
+            boxes_xyxy=np.asarray(result.boxes_xyxy, dtype=np.float64).reshape(len(names), 4),
+            frame_scores=np.asarray(result.frame_scores, dtype=np.float64).reshape(len(names)),
+        )
+        self._submit(self._rewrite_now, int(start), list(names), int(sentence), result)
+
+    def set_final(self, choices: Sequence[dict[str, Any] | None]) -> None:
+        """Record the sentence-level fields chosen over the whole video (``query``, ``score``), one
+        dict (or ``None``) per sentence; they are written to the JSON Lines file at once, so they
+        survive a crash, and override the per-window values in ``results.json``."""
+        if len(choices) != len(self.sentences):
+            raise ValueError(f"expected {len(self.sentences)} choices, got {len(choices)}")
+        self._wait_pending()
+        self.results.write_final(choices)
+
+    def _submit(self, function: Any, *args: Any) -> None:
         if self._executor is None:
-            self._write_now(list(names), images, results)
+            function(*args)
             return
         self._wait_pending()  # at most one window queued: memory stays bounded, order kept
-        self._pending = self._executor.submit(self._write_now, list(names), images, results)
+        self._pending = self._executor.submit(function, *args)
 
     def _wait_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -424,7 +499,7 @@ class SegmentationWriter:
             pending.result()
 
     def _write_now(
-        self, names: list[str], images: np.ndarray | None, results: list[SentenceWindowResult]
+        self, start: int, names: list[str], images: np.ndarray | None, results: list[SentenceWindowResult]
     ) -> None:
         if self.masks is not None:
             for i, result in enumerate(results):
@@ -435,10 +510,49 @@ class SegmentationWriter:
                     image, [r.masks[t] for r in results], [r.boxes_xyxy[t] for r in results]
                 )
                 self.video.write(drawn)
-        self.results.write_window(names, results)  # last: a window in the JSON is fully on disk
+        self.results.write_window(names, results, start)  # last: a window in the JSON is fully on disk
         self.frames_written += len(names)
         for i, result in enumerate(results):
-            self.frames_with_mask[i] += int(result.masks.reshape(len(names), -1).any(axis=1).sum())
+            count = int(result.masks.reshape(len(names), -1).any(axis=1).sum())
+            self._window_mask_counts[start, i] = count
+            self.frames_with_mask[i] += count
+
+    def _rewrite_now(self, start: int, names: list[str], sentence: int, result: SentenceWindowResult) -> None:
+        if self.masks is not None:
+            self.masks.write(sentence, names, result.masks)
+        self.results.rewrite_window(start, names, sentence, result)
+        count = int(result.masks.reshape(len(names), -1).any(axis=1).sum())
+        self.frames_with_mask[sentence] += count - self._window_mask_counts.get((start, sentence), 0)
+        self._window_mask_counts[start, sentence] = count
+        self.frames_rewritten += len(names)
+
+    def rerender_overlay(self, images: Iterable[np.ndarray]) -> int:
+        """Draw ``overlay.mp4`` again from the final results (after :meth:`close`), e.g. when windows
+        were rewritten. ``images``: the frames again, RGB ``uint8`` ``[H, W, 3]``, in order (re-read
+        the source). Written to a temporary file first, then renamed over the old overlay. Returns
+        the number of frames drawn."""
+        if self.summary is None:
+            raise RuntimeError("close() the writer before re-rendering the overlay")
+        if self.renderer is None:
+            return 0
+        final_path = self.out_dir / OVERLAY_MP4
+        tmp_path = self.out_dir / OVERLAY_RENDERING
+        per_sentence = [s["frames"] for s in self.summary["sentences"]]
+        count = 0
+        try:
+            with OverlayVideoWriter(tmp_path, self.width, self.height, self.fps) as video:
+                for t, image in enumerate(images):
+                    if t >= self.summary["num_frames"]:
+                        break
+                    masks = [decode_mask_rle(frames[t]["mask_rle"]) for frames in per_sentence]
+                    boxes = [frames[t]["box_xyxy"] for frames in per_sentence]
+                    video.write(self.renderer.draw(image, masks, boxes))
+                    count += 1
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+        os.replace(tmp_path, final_path)
+        return count
 
     def close(self, *, complete: bool = True) -> dict[str, Any]:
         """Finish the overlay and write ``results.json``; returns its content (idempotent)."""
