@@ -80,9 +80,10 @@ class CrossModalFPNDecoder(nn.Module):
         and 2-D positions [(b t), C, H/4, W/4]; memory / memory_masks / memory_poses: encoder maps at
         8x, 16x, 32x ([(b t), C, h_l, w_l]) with the backbone masks and positions of those levels;
         text_features: [b, L, C]; text_mask: bool [b, L] (True = padding)
-        -> mask features [(b t), mask_dim, H/4, W/4]."""
+        -> mask features [(b t), mask_dim, H/4, W/4]. The stride-4 inputs may hold one clip ([t, ...])
+        shared by the b sentences: its lateral conv and self-attention then run once."""
         t = num_frames
-        b = fine_features.shape[0] // t
+        b = memory[0].shape[0] // t
         text_pos = self.text_pos(text_mask).permute(1, 0, 2)  # [L, b, C]
         text = text_features.permute(1, 0, 2)
         # top-down: 32x, 16x, 8x from the encoder memory, then 4x from the backbone
@@ -96,9 +97,10 @@ class CrossModalFPNDecoder(nn.Module):
             output = getattr(self, f"layer_{stage}")
             block = getattr(self, f"cross_attn_{stage}")
             h, w = pos.shape[-2:]
-            cur = block(_seq(lateral(x), b, t), text, t=t, h=h, w=w,
-                        tgt_key_padding_mask=m.reshape(b, t * h * w), memory_key_padding_mask=text_mask,
-                        pos=text_pos, query_pos=_seq(pos, b, t))
+            xb = x.shape[0] // t  # b, or 1 for a stride-4 feature shared by all sentences
+            cur = block(_seq(lateral(x), xb, t), text, t=t, h=h, w=w,
+                        tgt_key_padding_mask=m.reshape(xb, t * h * w), memory_key_padding_mask=text_mask,
+                        pos=text_pos, query_pos=_seq(pos, xb, t))
             cur = _unseq(cur, b, t, h, w)
             if y is not None:
                 cur = cur + F.interpolate(y, size=cur.shape[-2:], mode="nearest")

@@ -5,8 +5,12 @@ Sequences are sequence-first ([S, B, C]) as ``nn.MultiheadAttention`` defaults t
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from referformer.models import fastpath
+from referformer.models.fastpath import chunking_applies
 
 
 def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
@@ -23,8 +27,10 @@ class VisionLanguageFusionModule(nn.Module):
 
     def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None = None,
                 pos: Tensor | None = None, query_pos: Tensor | None = None) -> Tensor:
-        """tgt: visual [S, B, C]; memory: words [L, B, C]; pos: text positions [L, B, C];
-        memory_key_padding_mask: bool [B, L] (True = padding) -> [S, B, C]."""
+        """tgt: visual [S, B, C] (or [S, 1, C]: one clip shared by the B sentences); memory: words [L, B, C];
+        pos: text positions [L, B, C]; memory_key_padding_mask: bool [B, L] (True = padding) -> [S, B, C]."""
+        if tgt.shape[1] != memory.shape[1]:
+            tgt = tgt.expand(-1, memory.shape[1], -1)
         tgt2 = self.multihead_attn(query=_with_pos(tgt, query_pos), key=_with_pos(memory, pos), value=memory,
                                    key_padding_mask=memory_key_padding_mask, need_weights=False)[0]
         return tgt * tgt2
@@ -58,7 +64,10 @@ class VisionLanguageBlock(nn.Module):
                 tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
                 pos: Tensor | None = None, query_pos: Tensor | None = None) -> Tensor:
         """tgt, query_pos: [t*h*w, B, C] (frame-major); memory, pos: [L, B, C];
-        tgt_key_padding_mask: bool [B, t*h*w]; memory_key_padding_mask: bool [B, L] -> [t*h*w, B, C]."""
+        tgt_key_padding_mask: bool [B, t*h*w]; memory_key_padding_mask: bool [B, L] -> [t*h*w, B, C].
+
+        ``tgt`` / ``query_pos`` / ``tgt_key_padding_mask`` may also hold a single clip (batch 1) shared by
+        the B sentences of ``memory``: the self-attention, which does not see the text, then runs once."""
         b, c = tgt.shape[1], tgt.shape[2]
         q = k = _with_pos(tgt, query_pos)
         if self.sr_ratio > 1:
@@ -83,8 +92,30 @@ class VisionLanguageBlock(nn.Module):
             tgt2 = F.interpolate(tgt2, size=(h, w), mode="bilinear", align_corners=False)
             tgt2 = tgt2.reshape(b, t, c, h, w).permute(1, 3, 4, 0, 2).reshape(t * h * w, b, c)
         tgt = self.norm1(tgt + self.dropout1(tgt2))
+        if tgt.shape[1] != memory.shape[1]:
+            tgt = tgt.expand(-1, memory.shape[1], -1)
+            query_pos = None if query_pos is None else query_pos.expand(-1, memory.shape[1], -1)
+        if chunking_applies(self) and tgt.shape[0] * tgt.shape[1] > fastpath.TOKEN_CHUNK:
+            return self._text_and_ffn_chunked(tgt, memory, memory_key_padding_mask, pos, query_pos)
         tgt2 = self.multihead_attn(query=_with_pos(tgt, query_pos), key=_with_pos(memory, pos), value=memory,
                                    key_padding_mask=memory_key_padding_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(tgt2))
         tgt2 = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(tgt2))
+
+    def _text_and_ffn_chunked(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None,
+                              pos: Tensor | None, query_pos: Tensor | None) -> Tensor:
+        """Cross-attention to the words + FFN, ``fastpath.TOKEN_CHUNK`` rows (tokens x sentences) at a time
+        (eval): the same values as the plain path, without materialising [t*h*w, B, 2048] activations.
+        tgt: [T, B, C] -> [T, B, C]."""
+        out = torch.empty_like(tgt, memory_format=torch.contiguous_format)
+        key = _with_pos(memory, pos)
+        step = max(1, fastpath.TOKEN_CHUNK // tgt.shape[1])
+        for start in range(0, tgt.shape[0], step):
+            x = tgt[start:start + step]
+            q = x if query_pos is None else x + query_pos[start:start + step]
+            x2 = self.multihead_attn(query=q, key=key, value=memory, key_padding_mask=memory_key_padding_mask,
+                                     need_weights=False)[0]
+            x = self.norm2(x + x2)
+            out[start:start + step] = self.norm3(x + self.linear2(F.relu(self.linear1(x))))
+        return out

@@ -44,6 +44,11 @@ def dynamic_mask_logits(mask_features: Tensor, params: Tensor, reference_points:
     image_sizes: [b, 2] input size (H, W) in pixels (``targets[i]["size"]`` of the original)
     -> mask logits [b, t, q, h, w] at stride ``stride``.
     """
+    from referformer.models.fastpath import reference_mode_enabled
+
+    if not reference_mode_enabled():
+        return dynamic_mask_logits_matmul(mask_features, params, reference_points, image_sizes, channels,
+                                          weight_nums, bias_nums, rel_coord=rel_coord, stride=stride)
     b, t, c, h, w = mask_features.shape
     q = params.shape[2]
     feats = mask_features[:, :, None].expand(b, t, q, c, h, w)
@@ -61,4 +66,38 @@ def dynamic_mask_logits(mask_features: Tensor, params: Tensor, reference_points:
         if i < len(weights) - 1:
             x = F.relu(x)
     # aligned_bilinear with factor mask_feat_stride / mask_out_stride = 1 is the identity.
+    return x.reshape(b, t, q, h, w)
+
+
+def dynamic_mask_logits_matmul(mask_features: Tensor, params: Tensor, reference_points: Tensor,
+                               image_sizes: Tensor, channels: int, weight_nums: list[int], bias_nums: list[int],
+                               rel_coord: bool = True, stride: int = 4) -> Tensor:
+    """``dynamic_mask_logits`` as batched matmuls per frame (same arguments and result up to float rounding).
+
+    The plain version copies the [C, h, w] features (plus 2 coordinate maps) once per query and runs a
+    grouped 1x1 conv; here the q queries of a frame share one [q * channels, C] @ [C, h * w] matmul, and the
+    relative-coordinate channels are added as w_rel . (ref - location) without materialising them.
+    """
+    b, t, c, h, w = mask_features.shape
+    q = params.shape[2]
+    n = b * t * q
+    weights, biases = parse_dynamic_params(params.reshape(n, -1), channels, weight_nums, bias_nums)
+    feats = mask_features.reshape(b * t, c, h * w)
+    w0 = weights[0].reshape(b * t, q, -1, weights[0].shape[1])  # [bt, q, out, C (+2)]
+    out0 = w0.shape[2]
+    x = torch.matmul(w0[..., :c].reshape(b * t, q * out0, c), feats)  # [bt, q*out, hw]
+    x = x.view(b * t, q, out0, h * w)
+    if rel_coord:
+        scale = torch.stack([image_sizes[:, 1], image_sizes[:, 0]], dim=-1).to(reference_points)  # (W, H)
+        ref_pixels = (reference_points * scale[:, None, None, :]).reshape(b * t, q, 2)
+        locations = compute_locations(h, w, stride, mask_features.device).to(x.dtype)  # [hw, 2]
+        w_rel = w0[..., c:]  # [bt, q, out, 2]
+        # w_rel . (ref - loc) = (w_rel . ref) - w_rel @ loc^T
+        x = x + ((w_rel * ref_pixels[:, :, None, :]).sum(-1, keepdim=True)
+                 - torch.matmul(w_rel, locations.t()))
+    x = x + biases[0].view(b * t, q, out0, 1)
+    for wt, bs in zip(weights[1:], biases[1:]):
+        x = F.relu(x)
+        wt = wt.reshape(b * t, q, -1, wt.shape[1])  # [bt, q, out, in]
+        x = torch.matmul(wt, x) + bs.view(b * t, q, -1, 1)
     return x.reshape(b, t, q, h, w)

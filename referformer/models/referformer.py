@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from referformer.config import ModelConfig
 from referformer.models.backbones import build_backbone
+from referformer.models.fastpath import reference_mode, reference_mode_enabled
 from referformer.models.fpn import CrossModalFPNDecoder
 from referformer.models.fusion import VisionLanguageFusionModule
 from referformer.models.heads import MLP, inverse_sigmoid
@@ -69,12 +70,17 @@ class VisualFeatures:
             raise ValueError(f"cannot expand visual features of {self.batch_size} clips to {batch_size}")
 
         def rep(x: Tensor) -> Tensor:
-            return x.unsqueeze(0).expand(batch_size, *x.shape).reshape(batch_size * x.shape[0], *x.shape[1:])
+            return _repeat_clip(x, batch_size)
 
         return replace(self, srcs=[rep(x) for x in self.srcs], masks=[rep(x) for x in self.masks],
                        pos=[rep(x) for x in self.pos], fine_features=rep(self.fine_features),
                        fine_mask=rep(self.fine_mask), fine_pos=rep(self.fine_pos),
                        image_sizes=self.image_sizes.expand(batch_size, 2))
+
+
+def _repeat_clip(x: Tensor, batch_size: int) -> Tensor:
+    """[t, ...] -> [(batch_size t), ...] (copies)."""
+    return x.unsqueeze(0).expand(batch_size, *x.shape).reshape(batch_size * x.shape[0], *x.shape[1:])
 
 
 @dataclass
@@ -215,11 +221,20 @@ class ReferFormer(nn.Module):
         sentence = self.resizer(out.pooler_output)
         return TextFeatures(words, attention_mask.ne(1), sentence)
 
-    def decode(self, visual: VisualFeatures, text: TextFeatures) -> dict[str, Any]:
+    def decode(self, visual: VisualFeatures, text: TextFeatures, reference: bool = False) -> dict[str, Any]:
         """Everything that depends on the sentence. ``visual`` holds either as many clips as ``text`` has
-        sentences, or one clip that is shared by all sentences. Returns the output dict (see class doc)."""
+        sentences, or one clip that is shared by all sentences. Returns the output dict (see class doc).
+
+        A shared clip is not copied per sentence up front: the stride-4 lateral conv and self-attention of
+        the cross-modal FPN (which do not see the text) run once for all sentences.
+        ``reference=True`` computes like the original code instead (``fastpath.reference_mode``)."""
+        if reference:
+            with reference_mode():
+                return self.decode(visual, text)
         b = text.word_features.shape[0]
-        visual = visual.expand(b)
+        if reference_mode_enabled() or visual.batch_size != 1:
+            visual = visual.expand(b)
+        vb = visual.batch_size  # b, or 1 when the clip is shared
         t = visual.num_frames
         q = self.num_queries
         text_pos = self.text_pos(text.padding_mask).permute(1, 0, 2)  # [L, b, C]
@@ -228,12 +243,16 @@ class ReferFormer(nn.Module):
         fused = []
         for src in visual.srcs:
             _, _, h, w = src.shape
-            s = self.fusion_module(_seq(src, b, t), words, memory_key_padding_mask=text.padding_mask, pos=text_pos)
+            s = self.fusion_module(_seq(src, vb, t), words, memory_key_padding_mask=text.padding_mask, pos=text_pos)
             fused.append(_unseq(s, b, t, h, w))
+        level_masks, level_pos = visual.masks, visual.pos
+        if vb != b:
+            level_masks = [_repeat_clip(x, b) for x in level_masks]
+            level_pos = [_repeat_clip(x, b) for x in level_pos]
 
         c = text.sentence_feature.shape[-1]
         tgt = text.sentence_feature[:, None, None, :].expand(b, t, q, c).reshape(b * t, q, c)
-        tr = self.transformer(fused, visual.masks, visual.pos, tgt, self.query_embed.weight)
+        tr = self.transformer(fused, level_masks, level_pos, tgt, self.query_embed.weight)
         hs, inter_refs = tr.hs, tr.inter_references
 
         classes, coords = [], []
@@ -248,7 +267,7 @@ class ReferFormer(nn.Module):
             coords.append(tmp.sigmoid().reshape(b, t, q, 4))
 
         mask_features = self.pixel_decoder(visual.fine_features, visual.fine_mask, visual.fine_pos, tr.memory,
-                                           visual.masks[:3], visual.pos[:3], text.word_features,
+                                           level_masks[:3], level_pos[:3], text.word_features,
                                            text.padding_mask, t)
         mask_features = mask_features.reshape(b, t, *mask_features.shape[1:])
         cfg = self.config
@@ -256,7 +275,7 @@ class ReferFormer(nn.Module):
         for lvl in range(hs.shape[0]):
             params = self.controller(hs[lvl]).reshape(b, t, q, -1)
             refs = inter_refs[lvl, ..., :2].reshape(b, t, q, 2)
-            masks.append(dynamic_mask_logits(mask_features, params, refs, visual.image_sizes,
+            masks.append(dynamic_mask_logits(mask_features, params, refs, visual.image_sizes.expand(b, 2),
                                              cfg.dynamic_mask_channels, cfg.dynamic_weight_nums,
                                              cfg.dynamic_bias_nums, rel_coord=cfg.rel_coord))
 

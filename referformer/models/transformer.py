@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from referformer.models.deformable_attention import MSDeformAttn
+from referformer.models.fastpath import chunked_ffn
 from referformer.models.heads import inverse_sigmoid
 
 
@@ -41,7 +42,7 @@ class DeformableTransformerEncoderLayer(nn.Module):
         src2 = self.self_attn(_with_pos(src, pos), reference_points, src, spatial_shapes,
                               level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(src2))
-        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        src2 = chunked_ffn(src, self.linear1, self.linear2, self.dropout2)
         return self.norm2(src + self.dropout3(src2))
 
 
