@@ -111,3 +111,29 @@ def test_unsupported_backbone_is_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "referformer.models.backbones.swin", None)  # import fails
     with pytest.raises(UserError, match="not yet supported"):
         build_model(tiny_config(backbone="swin_t_p4w7"))
+
+
+def test_frame_indices_select_frames_after_the_backbone():
+    """A2D / JHMDB: decoding only the annotated frame equals encoding the whole clip, keeping that frame's
+    features and decoding one frame (the original's ``valid_indices``), and differs from decoding all frames."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    frames = torch.randn(2, 3, 3, 64, 96)
+    ids = torch.tensor([[0, 5, 6, 7, 2], [0, 8, 9, 2, 1]])
+    mask = (ids != 1).long()
+    picks = torch.tensor([[1], [2]])
+    with torch.no_grad():
+        out = model(frames, ids, mask, frame_indices=picks)
+        visual = model.encode_video(frames)
+        text = model.encode_text(ids, mask)
+        selected = visual.select_frames(picks)
+        manual = model.decode(selected, text)
+        whole = model.decode(visual, text)
+    assert selected.num_frames == 1 and selected.srcs[0].shape[0] == 2
+    assert out["pred_masks"].shape[1] == 1
+    torch.testing.assert_close(out["pred_masks"], manual["pred_masks"])
+    # the kept features are those of frame 1 of clip 0 and frame 2 of clip 1 (flat index 3 + 2)
+    torch.testing.assert_close(selected.srcs[0][0], visual.srcs[0][1])
+    torch.testing.assert_close(selected.srcs[0][1], visual.srcs[0][3 + 2])
+    # decoding the whole clip mixes frames (CM-FPN self-attention): not the same as the original's A2D path
+    assert not torch.allclose(whole["pred_masks"][:, 1:2][0], out["pred_masks"][0], atol=1e-6)

@@ -77,6 +77,24 @@ class VisualFeatures:
                        fine_mask=rep(self.fine_mask), fine_pos=rep(self.fine_pos),
                        image_sizes=self.image_sizes.expand(batch_size, 2))
 
+    def select_frames(self, frame_indices: Tensor) -> "VisualFeatures":
+        """Keep frames ``frame_indices`` ([b, k] positions within each clip; ``num_frames`` becomes k).
+
+        A2D-Sentences / JHMDB-Sentences: the original runs the backbone on the whole clip, then keeps
+        only the annotated frame's features (``valid_indices``) and decodes with ``t = k``.
+        """
+        frame_indices = torch.as_tensor(frame_indices, device=self.srcs[0].device).long().reshape(self.batch_size, -1)
+        offsets = torch.arange(self.batch_size, device=frame_indices.device)[:, None] * self.num_frames
+        flat = (frame_indices + offsets).reshape(-1)
+
+        def pick(x: Tensor) -> Tensor:
+            return x.index_select(0, flat)
+
+        return replace(self, srcs=[pick(x) for x in self.srcs], masks=[pick(x) for x in self.masks],
+                       pos=[pick(x) for x in self.pos], fine_features=pick(self.fine_features),
+                       fine_mask=pick(self.fine_mask), fine_pos=pick(self.fine_pos),
+                       num_frames=int(frame_indices.shape[1]))
+
 
 def _repeat_clip(x: Tensor, batch_size: int) -> Tensor:
     """[t, ...] -> [(batch_size t), ...] (copies)."""
@@ -288,9 +306,14 @@ class ReferFormer(nn.Module):
         return out
 
     def forward(self, frames: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                padding_mask: Tensor | None = None, image_sizes: Tensor | None = None) -> dict[str, Any]:
-        """frames: [b, t, 3, H, W] normalised; input_ids / attention_mask: [b, L] (one sentence per clip)."""
+                padding_mask: Tensor | None = None, image_sizes: Tensor | None = None,
+                frame_indices: Tensor | None = None) -> dict[str, Any]:
+        """frames: [b, t, 3, H, W] normalised; input_ids / attention_mask: [b, L] (one sentence per clip);
+        frame_indices: optional [b, k] frames to decode after the backbone (A2D / JHMDB: the annotated
+        frame, the original's ``valid_indices``); the outputs then have ``k`` frames."""
         visual = self.encode_video(frames, padding_mask, image_sizes)
+        if frame_indices is not None:
+            visual = visual.select_frames(frame_indices)
         text = self.encode_text(input_ids, attention_mask)
         return self.decode(visual, text)
 

@@ -15,7 +15,7 @@ real model through :class:`ModelSegmenter`, or a ground-truth "oracle" in tests)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,18 +88,6 @@ class QuerySegmenter(Protocol):
     def queries(self, request: ClipRequest) -> list[QueryPrediction]: ...
 
 
-def _select_frame(visual: Any, index: int) -> Any:
-    """Visual features of one clip restricted to frame ``index`` (``num_frames`` becomes 1).
-
-    The original (A2D / JHMDB) runs the backbone on the whole clip, then keeps the annotated
-    frame's features only and decodes with ``t = 1``.
-    """
-    pick = slice(index, index + 1)
-    return replace(visual, srcs=[x[pick] for x in visual.srcs], masks=[x[pick] for x in visual.masks],
-                   pos=[x[pick] for x in visual.pos], fine_features=visual.fine_features[pick],
-                   fine_mask=visual.fine_mask[pick], fine_pos=visual.fine_pos[pick], num_frames=1)
-
-
 class ModelSegmenter:
     """Runs a ReferFormer for the drivers: the video is encoded once per request and decoded for
     the sentences in batches of ``sentence_batch_size``.
@@ -156,7 +144,7 @@ class ModelSegmenter:
         frames, padding = pad_videos([request.frames.to(self.device)], size_divisibility=32)
         h, w = request.frames.shape[-2:]
         sizes = torch.tensor([[h, w]], device=self.device)
-        visual = _select_frame(self.model.encode_video(frames, padding, sizes), request.frame_index)
+        visual = self.model.encode_video(frames, padding, sizes).select_frames(torch.tensor([[request.frame_index]]))
         results: list[QueryPrediction] = []
         for start in range(0, len(request.sentences), self.sentence_batch_size):
             batch = request.sentences[start:start + self.sentence_batch_size]
