@@ -224,14 +224,22 @@ def _empty_video(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_input(tmp_path: Path, video: Path, checkpoint: Path, capsys) -> None:
+def test_unreadable_input(tmp_path: Path, video: Path, checkpoint: Path, capsys, monkeypatch) -> None:
+    if os.name == "posix" and os.geteuid() == 0:
+        # root reads files whatever their mode: make the open itself fail as it would for a user
+        import referformer.inference.video_io as video_io
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(video_io.av, "open", refuse)
     video.chmod(0)
     try:
         assert run_cli(video, "-t", "x", "--checkpoint", checkpoint, "--out", tmp_path / "o") == 2
     finally:
         video.chmod(0o644)
-    assert "cannot read" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "Permission denied" in err and err.count("\n") == 1
 
 
 def test_missing_model_core_is_a_one_line_error(tmp_path, video, checkpoint, monkeypatch, capsys) -> None:
