@@ -125,6 +125,26 @@ RECIPES: dict[str, TrainConfig] = {
             epochs=6,  # [unverified] follows ytvos-finetune
             lr_drop=(3, 5),  # [unverified]
         ),
+        TrainConfig(
+            name="synthetic-tiny",
+            description="The bundled synthetic-tiny model: small ReferFormer from scratch on `referformer synth` "
+            "data (seed 0, 500 train videos) at the native 96x128, on 2 CPU processes (torchrun); "
+            "see docs/synthetic.md",
+            dataset="synthetic",  # an epoch = SAMPLES_PER_EPOCH (880) random clips, see referformer.synthetic.model
+            epochs=5,  # 1100 optimizer steps of 4 clips
+            optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-3, lr_text_encoder=1e-3, weight_decay=1e-4,
+                                      lr_drop=(4,)),  # nothing is pre-trained: one learning rate for all
+            num_frames=5,
+            batch_size=2,  # per process: `torchrun --nproc_per_node 2` gives the global batch of 4
+            freeze_text_encoder=False,  # random init: it has to learn
+            num_decoder_layers=3,
+            # the sentence reaches the scores only through loss_ce: weigh it (and its matching cost) up
+            loss_weights=LossWeights(loss_ce=5.0),
+            matcher=MatcherCosts(cost_class=5.0),
+            num_workers=0,
+            device="cpu",
+            precision="fp32",
+        ),
         _recipe(
             "toy",
             "Tiny stand-in model on synthetic clips: checks the training machinery (devices, torchrun) in seconds",

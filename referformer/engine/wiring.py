@@ -28,6 +28,7 @@ _DATASETS = {
     "mevis": ("mevis",),
     "refcoco": ("refcoco", "refcoco+", "refcocog"),  # the original --dataset_file all
     "joint": ("concat",),
+    # "synthetic": referformer synth data + the synthetic-tiny model (_synthetic_components)
 }
 
 
@@ -52,8 +53,8 @@ class ReferFormerCollate:
 
     Pads with :func:`referformer.data.collate_clips` (multiple of 32) and tokenises the captions as
     the original (``padding="longest"``); ``inputs`` holds ``frames``, ``padding_mask``,
-    ``input_ids``, ``attention_mask`` and ``image_sizes`` (``targets[i]["size"]``, used for the
-    relative coordinates).
+    ``input_ids``, ``attention_mask``, ``image_sizes`` (``targets[i]["size"]``, used for the
+    relative coordinates) and, for A2D / JHMDB targets, ``frame_indices`` (``valid_indices``).
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -71,6 +72,10 @@ class ReferFormerCollate:
             "attention_mask": tokens["attention_mask"],
             "image_sizes": torch.stack([torch.as_tensor(t["size"]) for t in batch.targets]),
         }
+        if all("valid_indices" in t for t in batch.targets):
+            # A2D / JHMDB: the original decodes only the annotated frames, selected after the backbone
+            inputs["frame_indices"] = torch.stack([torch.as_tensor(t["valid_indices"]).long()
+                                                   for t in batch.targets])
         return inputs, batch.targets
 
 
@@ -86,6 +91,50 @@ def _load_tokenizer(name_or_path: str) -> Any:
         ) from None
 
 
+def _synthetic_components(
+    config: TrainConfig, root: str | Path | None, tokenizer: str | None, dataset_options: dict[str, Any] | None
+) -> TrainingComponents:
+    """The synthetic benchmark (``referformer synth`` layout) with the ``synthetic-tiny`` model
+    (or ``config.model_preset``), the synthetic tokenizer and the native-size transform."""
+    if root is None:
+        raise UserError(f"recipe {config.name!r} needs the synthetic dataset folder (referformer synth --out DATA): "
+                        "give --root DATA")
+    import tempfile
+
+    from referformer.data import build_dataset
+    from referformer.models import build_model
+    from referformer.presets import get_preset
+    from referformer.synthetic.model import (SAMPLES_PER_EPOCH, ResampledDataset, init_text_encoder,
+                                             synthetic_tiny_config, synthetic_train_transforms)
+    from referformer.synthetic.tokenizer import build_synthetic_tokenizer
+
+    model_config = get_preset(config.model_preset).config if config.model_preset else synthetic_tiny_config()
+    model_config = model_config.replace(
+        freeze_text_encoder=config.freeze_text_encoder, aux_loss=config.aux_loss,
+        dec_layers=config.num_decoder_layers, num_classes=1 if config.binary else model_config.num_classes)
+    options = {"num_frames": config.num_frames, "categories": None,
+               "transforms": synthetic_train_transforms(), **(dataset_options or {})}
+    samples_per_epoch = options.pop("samples_per_epoch", SAMPLES_PER_EPOCH)
+    dataset = build_dataset("ytvos", root, "train", **options)
+    if samples_per_epoch:
+        dataset = ResampledDataset(dataset, samples_per_epoch)
+    if tokenizer is None:  # the synthetic tokenizer is deterministic: write it where AutoTokenizer reads it
+        tokenizer = str(build_synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="referformer-tokenizer-"))))
+
+    def model_factory() -> nn.Module:
+        model = build_model(model_config)
+        # synthetic-tiny's text encoder is trained from scratch: larger initial weights (init_text_encoder)
+        return model if config.model_preset else init_text_encoder(model)
+
+    return TrainingComponents(
+        model_factory=model_factory,
+        dataset=dataset,
+        collate_fn=ReferFormerCollate(_load_tokenizer(tokenizer)),
+        forward=default_forward,
+        init_convert=official_key_converter,
+    )
+
+
 def build_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None = None, dataset_options: dict[str, Any] | None = None
 ) -> TrainingComponents:
@@ -99,6 +148,8 @@ def build_components(
             collate_fn=toy_collate,
             forward=default_forward,
         )
+    if config.dataset == "synthetic":
+        return _synthetic_components(config, root, tokenizer, dataset_options)
     if config.dataset not in _DATASETS:
         raise UserError(f"recipe {config.name!r}: unknown dataset {config.dataset!r}")
     if root is None:

@@ -1,0 +1,148 @@
+"""Score a model on a synthetic split with fixed-size windows (self-contained, no evaluation driver).
+
+Used to measure the bundled ``synthetic-tiny`` model (``python -m referformer.synthetic.train_tiny
+--evaluate``) and by ``referformer demo``. Each video is cut into consecutive windows of ``window``
+frames; every window goes through the model at once (``referformer.inference.api.segment_video``:
+one query per sentence and window, chosen by the mean score over the window's frames) at the
+frames' native size. ``window=1`` shows the model each frame alone (no motion visible),
+``window=5`` the clips it was trained on. J and F are the DAVIS measures
+(:mod:`referformer.evaluation.davis`), averaged over all frames of the expression (frames where
+the referent is absent count, as in Ref-YouTube-VOS); J&F = (J + F) / 2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+__all__ = ["ExpressionScore", "jf_scores", "query_jf_split", "score_split", "segment_windows", "summarize"]
+
+
+@dataclass(frozen=True)
+class ExpressionScore:
+    video: str
+    exp_id: str
+    expression: str
+    j: float
+    f: float
+
+    @property
+    def jf(self) -> float:
+        return (self.j + self.f) / 2
+
+
+def jf_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Mean DAVIS J and F over frames of bool masks ``[T, H, W]`` (pixels of the original frames)."""
+    from referformer.evaluation.davis import boundary_f_measure, region_similarity
+
+    return float(np.mean(region_similarity(pred, gt))), float(np.mean(boundary_f_measure(pred, gt)))
+
+
+@torch.inference_mode()
+def segment_windows(model: nn.Module, tokenizer: Any, frames: Sequence[Image.Image], sentences: Sequence[str],
+                    window: int, short_side: int = 96) -> np.ndarray:
+    """Masks of every sentence: bool ``[S, T, H, W]``; windows of ``window`` frames segmented separately."""
+    from referformer.inference.api import segment_video
+
+    parts = []
+    for start in range(0, len(frames), window):
+        results = segment_video(model, list(frames[start:start + window]), list(sentences), tokenizer=tokenizer,
+                                short_side=short_side, sentence_batch_size=16)
+        parts.append(np.stack([r.masks.numpy() for r in results]))
+    return np.concatenate(parts, axis=1)
+
+
+def score_split(model: nn.Module, tokenizer: Any, root: str | Path, split: str = "test", window: int = 5,
+                max_videos: int | None = None, progress: bool = True) -> list[ExpressionScore]:
+    """J and F of every expression of ``root/<split>`` (a ``referformer synth`` dataset)."""
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    meta = json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
+    videos = sorted(meta)[:max_videos]
+    scores = []
+    for video in tqdm(videos, desc=f"{split} window {window}", disable=not progress):
+        entry = meta[video]
+        frames = [Image.open(root / split / "JPEGImages" / video / f"{name}.jpg").convert("RGB")
+                  for name in entry["frames"]]
+        labels = np.stack([np.array(Image.open(root / split / "Annotations" / video / f"{name}.png"))
+                           for name in entry["frames"]])
+        exp_ids = sorted(entry["expressions"], key=int)
+        sentences = [entry["expressions"][e]["exp"] for e in exp_ids]
+        masks = segment_windows(model, tokenizer, frames, sentences, window)
+        for k, exp_id in enumerate(exp_ids):
+            gt = labels == int(entry["expressions"][exp_id]["obj_id"])
+            j, f = jf_scores(masks[k], gt)
+            scores.append(ExpressionScore(video, exp_id, sentences[k], j, f))
+    return scores
+
+
+def summarize(scores: Sequence[ExpressionScore], kinds_file: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """``{group: {"J", "F", "J&F", "count"}}`` for ``all`` and, with the kinds labels, every group of
+    :func:`referformer.synthetic.expression_groups` (``trivial``, ``non_trivial``, kinds, ``only_<kind>``)."""
+    by_key = {(s.video, s.exp_id): s for s in scores}
+    groups: dict[str, list[tuple[str, str]]] = {"all": list(by_key)}
+    if kinds_file is not None:
+        from referformer.synthetic.kinds import expression_groups, read_expression_kinds
+
+        for name, keys in expression_groups(read_expression_kinds(kinds_file)).items():
+            keys = [k for k in keys if k in by_key]
+            if keys:
+                groups[name] = keys
+    out = {}
+    for name, keys in groups.items():
+        j = float(np.mean([by_key[k].j for k in keys]))
+        f = float(np.mean([by_key[k].f for k in keys]))
+        out[name] = {"J": j, "F": f, "J&F": (j + f) / 2, "count": len(keys)}
+    return out
+
+
+@torch.inference_mode()
+def query_jf_split(model: nn.Module, tokenizer: Any, root: str | Path, split: str, window: int,
+                   max_videos: int | None = None) -> tuple[float, float]:
+    """Mean J&F over the expressions of ``root/<split>`` with (the selected query, the best query).
+
+    *Selected*: per window, the query the model scores highest (what inference returns, as
+    :func:`score_split`). *Best*: per window, the query whose masks match the referent best (an
+    oracle choice): it measures how well the model segments the objects, apart from choosing the
+    referred one (the grounding).
+    """
+    from referformer.inference.postprocess import select_query
+    from referformer.inference.preprocess import preprocess_frames
+    from referformer.text import tokenize
+
+    root = Path(root)
+    meta = json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
+    selected, best = [], []
+    for video in sorted(meta)[:max_videos]:
+        entry = meta[video]
+        frames = [Image.open(root / split / "JPEGImages" / video / f"{name}.jpg").convert("RGB")
+                  for name in entry["frames"]]
+        labels = np.stack([np.array(Image.open(root / split / "Annotations" / video / f"{name}.png"))
+                           for name in entry["frames"]])
+        exps = list(entry["expressions"].values())
+        ids, mask = tokenize(tokenizer, [e["exp"] for e in exps])
+        chosen_sum = np.zeros(len(exps))
+        best_sum = np.zeros(len(exps))
+        for start in range(0, len(frames), window):
+            clip, size = preprocess_frames(frames[start:start + window], short_side=frames[0].height)
+            out = model.decode(model.encode_video(clip[None]), model.encode_text(ids, mask))
+            for k, e in enumerate(exps):
+                gt = labels[start:start + window] == int(e["obj_id"])
+                masks = torch.nn.functional.interpolate(  # as upsample_mask_logits, every query: [T, Q, H, W]
+                    out["pred_masks"][k], size=tuple(int(v) for v in size), mode="bilinear",
+                    align_corners=False).gt(0).numpy()
+                jf = np.array([sum(jf_scores(masks[:, q], gt)) / 2 for q in range(masks.shape[1])]) * len(gt)
+                chosen_sum[k] += jf[select_query(out["pred_logits"][k])[0]]
+                best_sum[k] += jf.max()
+        selected += list(chosen_sum / len(frames))
+        best += list(best_sum / len(frames))
+    return float(np.mean(selected)), float(np.mean(best))

@@ -1,0 +1,153 @@
+"""Reproduce the bundled ``synthetic-tiny`` model: data, training, export, evaluation.
+
+    python -m referformer.synthetic.train_tiny --work /tmp/synth                  # everything
+    python -m referformer.synthetic.train_tiny --work /tmp/synth --steps data     # one step
+    python -m referformer.synthetic.train_tiny --work /tmp/synth --steps evaluate --model synthetic-tiny
+
+Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referformer.synthetic.model`),
+``train`` (``torchrun --nproc_per_node 2 -m referformer train --recipe synthetic-tiny``: two CPU
+processes of one thread each), ``export`` (the last checkpoint -> a half-precision ``save_pretrained``
+folder with the tokenizer, ``WORK/model``), ``evaluate`` (J&F on the test split, overall / per
+kind / trivial vs non-trivial, with windows of 5 frames and of 1 frame;
+``WORK/scores_<split>_w5_w1.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from referformer.synthetic.model import DATA_SEED, SPLIT_VIDEOS
+
+STEPS = ("data", "train", "export", "evaluate")
+
+
+def make_data(work: Path) -> Path:
+    """Write the synthetic dataset of the recipe to ``work/data`` (skipped when present); returns it."""
+    from referformer.synthetic.scenes import SceneConfig
+    from referformer.synthetic.tokenizer import build_synthetic_tokenizer
+    from referformer.synthetic.writer import generate_dataset
+
+    data = work / "data"
+    for split, videos in SPLIT_VIDEOS.items():
+        if not (data / "meta_expressions" / split / "meta_expressions.json").is_file():
+            generate_dataset(data, DATA_SEED, videos, [split], SceneConfig())
+    build_synthetic_tokenizer(data / "tokenizer")
+    return data
+
+
+def train(work: Path, processes: int = 2, extra: list[str] | None = None) -> Path:
+    """Run the ``synthetic-tiny`` recipe into ``work/run`` (resuming when a checkpoint is there)."""
+    run = work / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "referformer", "train", "--recipe", "synthetic-tiny", "--root", str(work / "data"),
+               "--tokenizer", str(work / "data" / "tokenizer"), "--out", str(run), "--checkpoint-every", "50",
+               "--no-progress", *(extra or [])]
+    if (run / "last.pth").is_file():
+        command.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.time()
+    subprocess.run(command, check=True, env=env)
+    (run / "wall_time.txt").write_text(f"{time.time() - start:.0f}\n")
+    return run / "last.pth"
+
+
+def load_training_checkpoint_model(checkpoint: str | Path) -> torch.nn.Module:
+    """The ``synthetic-tiny`` model (eval mode) with the weights of a training checkpoint."""
+    from referformer.models import build_model
+    from referformer.synthetic.model import synthetic_tiny_config
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build_model(synthetic_tiny_config(), init_weights=False)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def export(checkpoint: str | Path, out: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Half-precision ``save_pretrained`` folder (``config.json``, ``model.safetensors``) + ``tokenizer/``."""
+    from referformer.checkpoint import save_pretrained
+    from referformer.synthetic.tokenizer import build_synthetic_tokenizer
+
+    model = load_training_checkpoint_model(checkpoint)
+    out = save_pretrained(model.half(), out, metadata=metadata)
+    build_synthetic_tokenizer(out / "tokenizer")
+    for path in out.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)  # safetensors writes 0600; package data must be readable by everyone
+    return out
+
+
+def evaluate(model_name_or_dir: str | Path, data: Path, split: str = "test", windows: tuple[int, ...] = (5, 1),
+             max_videos: int | None = None) -> dict[str, Any]:
+    """Scores of a ``save_pretrained`` folder (or ``synthetic-tiny``) on ``data/<split>`` per window."""
+    from referformer.checkpoint import from_pretrained
+    from referformer.synthetic.model import BUNDLED_NAME, bundled_model_dir
+    from referformer.synthetic.scoring import score_split, summarize
+    from referformer.text import load_tokenizer
+
+    folder = bundled_model_dir() if str(model_name_or_dir) == BUNDLED_NAME else Path(model_name_or_dir)
+    model = from_pretrained(folder).float().eval()
+    tokenizer = load_tokenizer(folder / "tokenizer")
+    kinds = data / "meta_expressions" / split / "expression_kinds.json"
+    report: dict[str, Any] = {"model": str(model_name_or_dir), "split": split}
+    for window in windows:
+        scores = score_split(model, tokenizer, data, split, window, max_videos=max_videos)
+        report[f"window_{window}"] = summarize(scores, kinds)
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    windows = [k for k in report if k.startswith("window_")]
+    groups = list(report[windows[0]])
+    print(f"{'group':22s} {'n':>5s} " + " ".join(f"{'J&F ' + w.split('_')[1] + 'f':>9s}" for w in windows))
+    for group in groups:
+        row = [report[w].get(group, {}).get("J&F", float("nan")) for w in windows]
+        print(f"{group:22s} {report[windows[0]][group]['count']:5d} " + " ".join(f"{v:9.3f}" for v in row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="work folder (data/, run/, model/, scores.json)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--processes", type=int, default=2, help="training processes (default 2)")
+    parser.add_argument("--checkpoint", type=Path, help="export this training checkpoint (default: WORK/run/last.pth)")
+    parser.add_argument("--model", default=None, help="evaluate this model folder or synthetic-tiny (default: WORK/model)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--max-videos", type=int, default=None)
+    parser.add_argument("--windows", type=int, nargs="+", default=[5, 1])
+    parser.add_argument("train_args", nargs="*", help="extra `referformer train` options (after --)")
+    args = parser.parse_args(argv)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    if "data" in args.steps:
+        print(f"data: {make_data(work)}")
+    if "train" in args.steps:
+        print(f"checkpoint: {train(work, args.processes, args.train_args)}")
+    if "export" in args.steps:
+        checkpoint = args.checkpoint or work / "run" / "last.pth"
+        progress = torch.load(checkpoint, map_location="cpu", weights_only=False).get("progress", {})
+        metadata = {"name": "synthetic-tiny", "recipe": "synthetic-tiny", "data_seed": DATA_SEED,
+                    "split_videos": SPLIT_VIDEOS, "optimizer_steps": progress.get("global_step"),
+                    "reproduce": "python -m referformer.synthetic.train_tiny --work DIR"}
+        print(f"model: {export(checkpoint, work / 'model', metadata)}")
+    if "evaluate" in args.steps:
+        model = args.model or work / "model"
+        report = evaluate(model, work / "data", args.split, tuple(args.windows), args.max_videos)
+        windows = "_".join(f"w{w}" for w in args.windows)
+        videos = "" if args.max_videos is None else f"_{args.max_videos}videos"
+        name = f"scores_{args.split}_{windows}{videos}.json"
+        (work / name).write_text(json.dumps(report, indent=2) + "\n")
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
