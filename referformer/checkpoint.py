@@ -65,6 +65,33 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------
 # reading official files
 # ---------------------------------------------------------------------------------------------
+# Names of models shipped with the package -> path relative to the package folder. The bundling
+# step (synthetic-tiny) registers its weights here; every place that accepts a checkpoint goes
+# through resolve_checkpoint, so a name listed here works everywhere.
+BUNDLED_MODELS: dict[str, str] = {
+    "synthetic-tiny": "assets/synthetic-tiny",  # referformer.synthetic.model (trained on the synthetic benchmark)
+}
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """The path of a checkpoint given by path or by the name of a bundled model.
+
+    Accepts a converted model folder (``config.json`` + ``model.safetensors``), an official ``.pth``
+    file, or a name of :data:`BUNDLED_MODELS`. Raises ``UserError`` when nothing is found.
+    """
+    name = str(name_or_path)
+    if name in BUNDLED_MODELS:
+        path = Path(__file__).resolve().parent / BUNDLED_MODELS[name]
+        if not (path / "model.safetensors").is_file():
+            raise UserError(f"bundled model {name!r} is missing from this installation ({path}); reinstall referformer")
+        return path
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    known = f" or a bundled model ({', '.join(sorted(BUNDLED_MODELS))})" if BUNDLED_MODELS else ""
+    raise UserError(f"checkpoint not found: {name}; pass a converted model folder, an official .pth file{known}")
+
+
 def _unpickling_reason(err: Exception) -> str:
     """The informative line of torch's weights-only error (the global it refused)."""
     lines = [line.strip() for line in str(err).splitlines()]

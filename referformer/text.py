@@ -69,3 +69,25 @@ def tokenize(tokenizer: Any, sentences: Sequence[str], normalize: bool = True,
     if device is not None:
         ids, mask = ids.to(device), mask.to(device)
     return ids, mask
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def find_tokenizer(tokenizer: Any, checkpoint: str | Path, default: str | Path) -> Any:
+    """A loaded tokenizer: ``tokenizer`` itself if already loaded, else the folder it names, else one
+    saved with the checkpoint (``<checkpoint>/tokenizer`` or the checkpoint folder itself, as the
+    bundled models ship it), else ``default`` (the model config's; ``roberta-base`` from the offline
+    Hugging Face cache)."""
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    if tokenizer is not None:
+        if not Path(tokenizer).is_dir():
+            raise UserError(f"tokenizer folder not found: {tokenizer}")
+        return load_tokenizer(tokenizer)
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        for folder in (checkpoint / "tokenizer", checkpoint):
+            if any((folder / f).is_file() for f in TOKENIZER_FILES):
+                return load_tokenizer(folder)
+    return load_tokenizer(default)

@@ -258,3 +258,12 @@ def test_refcoco_tiny_and_oracle(data, tiny, tmp_path):
 
     oracle = run_evaluation("refcoco", root, "val", Oracle(), tmp_path / "oracle", progress=False)
     assert oracle["REC_P@0.5"] == 1.0 and oracle["P@0.9"] == 1.0 and oracle["overall_iou"] == 1.0
+
+
+def test_load_segmenter_uses_the_tokenizer_saved_with_the_checkpoint():
+    """``evaluate --checkpoint synthetic-tiny`` needs no --tokenizer: the bundled one is found."""
+    from referformer.evaluation.drivers.segmenters import load_segmenter
+
+    segmenter = load_segmenter("synthetic-tiny")
+    assert len(segmenter.tokenizer) == segmenter.model.config.text_encoder.vocab_size
+    assert segmenter.tokenizer("the red circle")["input_ids"][0] == 0  # <s>, as RoBERTa

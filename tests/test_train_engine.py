@@ -196,3 +196,28 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--recipe", "nope", "--out", str(tmp_path)]) == 2
     assert main(["train", "--list-recipes"]) == 0
     assert "ytvos-finetune" in capsys.readouterr().out
+
+
+def test_init_from_the_bundled_model_by_name():
+    """``--init synthetic-tiny`` resolves the bundled folder and loads every weight of that architecture."""
+    from referformer.models import build_model
+    from referformer.synthetic.model import bundled_model_dir, synthetic_tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(synthetic_tiny_config())
+    missing, unexpected = load_initial_weights(model, "synthetic-tiny")
+    assert missing == [] and unexpected == []
+    from safetensors.torch import load_file
+
+    stored = load_file(str(bundled_model_dir() / "model.safetensors"))
+    name = next(k for k in stored if k.endswith("class_embed.0.weight"))
+    torch.testing.assert_close(model.state_dict()[name], stored[name].float())
+
+
+def test_training_checkpoints_load_without_unpickling_code(tmp_path):
+    """Our checkpoints hold only tensors and plain values (numpy RNG state included)."""
+    from referformer.engine.checkpointing import capture_rng_state
+
+    path = tmp_path / "ckpt.pth"
+    save_atomic({"format": 1, "rng": capture_rng_state()}, path)
+    torch.load(path, weights_only=True)  # raises if anything needs unpickling

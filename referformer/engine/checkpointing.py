@@ -67,11 +67,12 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by the trainer (our own file: full unpickling is allowed)."""
+    """Load a checkpoint written by the trainer (tensors and plain Python values only: loaded with
+    ``weights_only=True``, so a tampered file cannot run code)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no training checkpoint at {path}; give a file written by 'referformer train'")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = _safe_load(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
             f"{path} is not a training checkpoint of this version (expected format {CHECKPOINT_FORMAT}); "
@@ -80,11 +81,38 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def _safe_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed: the official checkpoints'
+    ``args``); a file holding other Python objects is refused with a one-line error."""
+    import argparse
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(f"{path} holds Python objects that cannot be loaded safely (only tensors and plain values "
+                        "are accepted); convert it with 'referformer convert' or re-save its state dict") from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint") from err
+
+
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    """``np.random.get_state()`` with its key array as a tensor (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = state
+    return (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _numpy_state_from_plain(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return (name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached)
+
+
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch (CPU) and CUDA generator states of this process."""
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -95,7 +123,7 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy_state_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -116,7 +144,11 @@ def load_initial_weights(
     Returns:
         ``(missing_keys, unexpected_keys)``.
     """
-    path = Path(path)
+    from referformer.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(path)  # also the name of a bundled model, e.g. synthetic-tiny
+    if path.is_dir():  # a converted / bundled model folder (save_pretrained)
+        path = path / "model.safetensors"
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; give an official ReferFormer .pth or one of ours")
     if path.suffix == ".safetensors":
@@ -124,7 +156,7 @@ def load_initial_weights(
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = _safe_load(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -137,4 +169,8 @@ def load_initial_weights(
         shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched[:5])
         raise CheckpointMismatchError(f"{path}: tensors with another shape than the model's: {shapes}; is it the same architecture?")
     result = model.load_state_dict(state, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)
+    # a key tied to a loaded one (same tensor, e.g. bbox_embed <-> transformer.decoder.bbox_embed,
+    # which safetensors stores once) is loaded too
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    missing = [k for k in result.missing_keys if own[k].data_ptr() not in loaded]
+    return missing, list(result.unexpected_keys)

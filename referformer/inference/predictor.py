@@ -49,37 +49,10 @@ from referformer.inference.postprocess import cxcywh_to_xyxy_pixels, upsample_ma
 from referformer.inference.preprocess import FramesInput, load_frames, preprocess_frames
 from referformer.inference.video_io import Frame, FrameSource, FrameWindow, iter_windows, open_source
 from referformer.inference.writers import SPILL_PREFIX, SentenceWindowResult
-from referformer.text import load_tokenizer, normalize_sentence
+from referformer.checkpoint import BUNDLED_MODELS, resolve_checkpoint  # noqa: F401 (re-exported)
+from referformer.text import find_tokenizer, normalize_sentence
 
 DEFAULT_WINDOW = 36  # frames per clip, as the original inference_davis.py
-
-# Names of models shipped with the package -> path relative to the package folder. The bundling
-# step (synthetic-tiny) registers its weights here; every place that accepts a checkpoint goes
-# through resolve_checkpoint, so a name listed here works everywhere.
-BUNDLED_MODELS: dict[str, str] = {
-    "synthetic-tiny": "assets/synthetic-tiny",  # referformer.synthetic.model (trained on the synthetic benchmark)
-}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
-
-
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """The path of a checkpoint given by path or by the name of a bundled model.
-
-    Accepts a converted model folder (``config.json`` + ``model.safetensors``), an official ``.pth``
-    file, or a name of :data:`BUNDLED_MODELS`. Raises ``UserError`` when nothing is found.
-    """
-    name = str(name_or_path)
-    if name in BUNDLED_MODELS:
-        path = Path(__file__).resolve().parents[1] / BUNDLED_MODELS[name]
-        if not (path / "model.safetensors").is_file():
-            raise UserError(f"bundled model {name!r} is missing from this installation ({path}); reinstall referformer")
-        return path
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    known = f" or a bundled model ({', '.join(sorted(BUNDLED_MODELS))})" if BUNDLED_MODELS else ""
-    raise UserError(f"checkpoint not found: {name}; pass a converted model folder, an official .pth file{known}")
-
 
 def _config_differences(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> list[str]:
     ignored = {"tokenizer", "attn_implementation", "train_backbone"}  # not part of the weights
@@ -115,22 +88,6 @@ def load_checkpoint_model(path: Path, preset: str | None = None, unsafe_load: bo
                     "drop --preset (a converted folder knows its architecture) or pick the matching preset")
         return model
     return load_model(path, preset=preset, unsafe_load=unsafe_load)
-
-
-def _find_tokenizer(tokenizer: Any, checkpoint: Path, model: nn.Module) -> Any:
-    """A loaded tokenizer: the one given, else one saved with the checkpoint, else the config's
-    (``roberta-base`` from the offline Hugging Face cache)."""
-    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
-        return tokenizer
-    if tokenizer is not None:
-        if not Path(tokenizer).is_dir():
-            raise UserError(f"tokenizer folder not found: {tokenizer}")
-        return load_tokenizer(tokenizer)
-    if checkpoint.is_dir():
-        for folder in (checkpoint / "tokenizer", checkpoint):
-            if any((folder / f).is_file() for f in _TOKENIZER_FILES):
-                return load_tokenizer(folder)
-    return load_tokenizer(model.config.text_encoder.tokenizer)
 
 
 def _check_tokenizer(tokenizer: Any, model: nn.Module, where: str) -> None:
@@ -358,7 +315,7 @@ class Predictor:
         dtype = resolve_dtype(dtype, device)
         path = resolve_checkpoint(name_or_path)
         model = load_checkpoint_model(path, preset, unsafe_load=unsafe_load)
-        tok = _find_tokenizer(tokenizer, path, model)
+        tok = find_tokenizer(tokenizer, path, model.config.text_encoder.tokenizer)
         _check_tokenizer(tok, model, str(tokenizer or path))
         return cls(model, tok, device, dtype, **options)
 

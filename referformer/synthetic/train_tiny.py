@@ -65,7 +65,7 @@ def load_training_checkpoint_model(checkpoint: str | Path) -> torch.nn.Module:
     from referformer.models import build_model
     from referformer.synthetic.model import synthetic_tiny_config
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = build_model(synthetic_tiny_config(), init_weights=False)
     model.load_state_dict(state["model"])
     return model.eval()
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {train(work, args.processes, args.train_args)}")
     if "export" in args.steps:
         checkpoint = args.checkpoint or work / "run" / "last.pth"
-        progress = torch.load(checkpoint, map_location="cpu", weights_only=False).get("progress", {})
+        progress = torch.load(checkpoint, map_location="cpu", weights_only=True).get("progress", {})
         metadata = {"name": "synthetic-tiny", "recipe": "synthetic-tiny", "data_seed": DATA_SEED,
                     "split_videos": SPLIT_VIDEOS, "optimizer_steps": progress.get("global_step"),
                     "reproduce": "python -m referformer.synthetic.train_tiny --work DIR"}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from referformer.errors import UserError
+from referformer.checkpoint import resolve_checkpoint  # noqa: F401 (re-exported)
 
 __all__ = [
     "ClipRequest",
@@ -163,34 +163,18 @@ class ModelSegmenter:
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A checkpoint argument -> a path: a bundled name, a converted directory or an official ``.pth``.
-
-    The one resolver of the package is ``referformer.inference.predictor.resolve_checkpoint``
-    (bundled names such as ``synthetic-tiny`` are registered there); this falls back to plain
-    paths only if that module cannot be imported.
-    """
-    try:
-        from referformer.inference.predictor import resolve_checkpoint as shared
-    except ImportError:  # pragma: no cover - the predictor module ships with the package
-        path = Path(name_or_path).expanduser()
-        if not path.exists():
-            raise UserError(f"checkpoint not found: {name_or_path}; pass a converted model folder "
-                            "(save_pretrained) or an official .pth file") from None
-        return path
-    return Path(shared(name_or_path))
-
-
 def load_segmenter(checkpoint: str | Path, preset: str | None = None, tokenizer: str | Path | None = None,
                    device: str | torch.device = "cpu", sentence_batch_size: int = 8,
                    short_side: int = 360) -> ModelSegmenter:
     """Load a checkpoint (see :func:`resolve_checkpoint`) and its tokenizer into a :class:`ModelSegmenter`.
 
-    ``tokenizer`` defaults to the model config's (``roberta-base`` from the offline cache).
+    ``tokenizer`` defaults to one saved with the checkpoint, else the model config's (``roberta-base``
+    from the offline cache).
     """
     from referformer.inference.api import load_model
-    from referformer.text import load_tokenizer
+    from referformer.text import find_tokenizer
 
-    model = load_model(resolve_checkpoint(checkpoint), preset=preset, device=device)
-    tok = load_tokenizer(tokenizer or model.config.text_encoder.tokenizer)
+    path = resolve_checkpoint(checkpoint)
+    model = load_model(path, preset=preset, device=device)
+    tok = find_tokenizer(tokenizer, path, model.config.text_encoder.tokenizer)
     return ModelSegmenter(model, tok, device=device, short_side=short_side, sentence_batch_size=sentence_batch_size)
