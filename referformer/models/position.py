@@ -12,6 +12,15 @@ import torch
 from torch import Tensor, nn
 
 
+def sine_features(embed: Tensor, num_pos_feats: int, temperature: float) -> Tensor:
+    """Positions [...] -> [..., num_pos_feats]: sin on even and cos on odd channels, interleaved, with
+    frequencies ``temperature ** (2 * (i // 2) / num_pos_feats)`` (DETR's sine encoding)."""
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=embed.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+    pos = embed[..., None] / dim_t
+    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
 class PositionEmbeddingSine2D(nn.Module):
     """Normalised 2-D sine encoding of Deformable DETR / ReferFormer (``backbone.1``).
 
@@ -35,12 +44,8 @@ class PositionEmbeddingSine2D(nn.Module):
             eps = 1e-6
             y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * self.scale
             x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
-        pos_x = x_embed[:, :, :, None] / dim_t
-        pos_y = y_embed[:, :, :, None] / dim_t
-        pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        pos_x = sine_features(x_embed, self.num_pos_feats, self.temperature)
+        pos_y = sine_features(y_embed, self.num_pos_feats, self.temperature)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
 
@@ -62,7 +67,4 @@ class PositionEmbeddingSine1D(nn.Module):
         if self.normalize:
             eps = 1e-6
             x_embed = x_embed / (x_embed[:, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
-        pos_x = x_embed[:, :, None] / dim_t
-        return torch.stack((pos_x[:, :, 0::2].sin(), pos_x[:, :, 1::2].cos()), dim=3).flatten(2)
+        return sine_features(x_embed, self.num_pos_feats, self.temperature)
