@@ -98,6 +98,30 @@ def _unpickling_reason(err: Exception) -> str:
     return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
 
 
+def safe_torch_load(path: Path, unsafe_load: bool = False,
+                    unsafe_hint: str = "if you trust the file, pass --unsafe-load (unsafe_load=True)") -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True`` (``argparse.Namespace``, the official
+    checkpoints' ``args``, allow-listed; zip files memory-mapped). A file holding other Python objects
+    or no checkpoint at all is reported as a one-line ``UserError``; ``unsafe_hint`` says what to do
+    about the former. ``unsafe_load=True`` permits arbitrary pickles: only for trusted files."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try:  # memory-map zip-format files (fast, no copy); legacy files cannot be mapped
+                return torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=not unsafe_load)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of Python objects at all: garbage bytes
+            raise UserError(f"{path} is not a readable PyTorch checkpoint; is the download complete?") from err
+        raise UserError(f"{path} contains Python objects that cannot be loaded safely "
+                        f"({_unpickling_reason(err)}); {unsafe_hint}") from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        detail = f" ({str(err).splitlines()[0]})" if isinstance(err, RuntimeError) and str(err) else ""
+        raise UserError(f"{path} is not a readable PyTorch checkpoint{detail}; is the download complete?") from err
+
+
 def read_official_checkpoint(path: str | Path, unsafe_load: bool = False) -> dict[str, Tensor]:
     """Read an official ``.pth`` and return its state dict (the ``model`` entry).
 
@@ -107,22 +131,7 @@ def read_official_checkpoint(path: str | Path, unsafe_load: bool = False) -> dic
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass the path of an official ReferFormer .pth file")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            try:  # memory-map zip-format files (fast, no copy); legacy files cannot be mapped
-                ckpt = torch.load(path, map_location="cpu", weights_only=not unsafe_load, mmap=True)
-            except RuntimeError as err:
-                if "mmap" not in str(err):
-                    raise
-                ckpt = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):  # not a pickle of Python objects at all: garbage bytes
-            raise UserError(f"{path} is not a readable PyTorch checkpoint; is the download complete?") from err
-        raise UserError(f"{path} contains Python objects that cannot be loaded safely ({_unpickling_reason(err)}); "
-                        "if you trust the file, pass --unsafe-load (unsafe_load=True)") from err
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        detail = f" ({str(err).splitlines()[0]})" if isinstance(err, RuntimeError) and str(err) else ""
-        raise UserError(f"{path} is not a readable PyTorch checkpoint{detail}; is the download complete?") from err
+    ckpt = safe_torch_load(path, unsafe_load=unsafe_load)
     if isinstance(ckpt, Mapping) and "model" in ckpt and isinstance(ckpt["model"], Mapping):
         sd = ckpt["model"]
     elif isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):

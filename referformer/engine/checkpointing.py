@@ -82,19 +82,11 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _safe_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed: the official checkpoints'
-    ``args``); a file holding other Python objects is refused with a one-line error."""
-    import argparse
-    import pickle
+    """Tensors and plain values only (``weights_only=True``): a tampered file cannot run code."""
+    from referformer.checkpoint import safe_torch_load
 
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserError(f"{path} holds Python objects that cannot be loaded safely (only tensors and plain values "
-                        "are accepted); convert it with 'referformer convert' or re-save its state dict") from err
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint") from err
+    return safe_torch_load(path, unsafe_hint="only tensors and plain values are accepted: convert it with "
+                                             "'referformer convert' or re-save its state dict")
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
