@@ -43,7 +43,10 @@ EVAL_SHORT_SIDE = 96
 
 def bundled_model_dir(check: bool = True) -> Path:
     """``referformer/assets/synthetic-tiny`` (``config.json``, ``model.safetensors``, ``tokenizer/``)."""
-    path = Path(__file__).resolve().parents[1] / "assets" / BUNDLED_NAME
+    from referformer import checkpoint
+
+    # the one registry of bundled models (checkpoint.BUNDLED_MODELS) says where it lives
+    path = Path(checkpoint.__file__).resolve().parent / checkpoint.BUNDLED_MODELS[BUNDLED_NAME]
     if check and not (path / "model.safetensors").is_file():
         raise UserError(f"the bundled model {BUNDLED_NAME!r} is missing from this installation ({path}); "
                         "reinstall referformer, or train it with `python -m referformer.synthetic.train_tiny`")
