@@ -153,7 +153,7 @@ def test_full_run_writes_every_output(tmp_path: Path, video: Path, checkpoint: P
     # overlay: sentence 0's colour blended over the square, nothing outside
     with av.open(str(out / "overlay.mp4")) as container:
         overlay = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(overlay) == NUM_FRAMES and overlay[0].shape == (H, W, 3)
+    assert len(overlay) == NUM_FRAMES and overlay[0].shape[1:] == (W, 3)  # + a legend band below the frame
     expected = 0.5 * 255 + 0.5 * np.array(PALETTE[0])
     for t in (0, 9):
         x0, y0, x1, y1 = square_box(t)
@@ -370,4 +370,4 @@ def test_real_predictor_end_to_end(tmp_path: Path, video: Path, tiny_checkpoint:
             assert frame["box_xyxy"] == pytest.approx(prediction.boxes[t].tolist(), abs=1e-3)
     with av.open(str(out / "overlay.mp4")) as container:
         overlay = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(overlay) == NUM_FRAMES and overlay[0].shape == (H, W, 3)
+    assert len(overlay) == NUM_FRAMES and overlay[0].shape[1:] == (W, 3) and overlay[0].shape[0] > H  # legend band

@@ -70,6 +70,26 @@ def test_long_sentences_fit_the_frame() -> None:
     assert legend.size[0] <= 100
 
 
+def test_legend_of_a_small_frame_goes_in_a_band_below() -> None:
+    sentences = ["the red circle", "the square moving left", "the small star at the top"]
+    image = np.full((96, 128, 3), GREY, np.uint8)
+    mask = np.zeros((96, 128), bool)
+    mask[2:20, 2:20] = True  # in the corner the legend would cover
+    small = OverlayRenderer(sentences, 128, 96)
+    width, height = small.output_size
+    assert small.legend_below and width == 128 and height > 96 and height % 2 == 0
+    out = small.draw(image, [mask, mask, mask], [None] * 3)
+    assert out.shape == (height, 128, 3)
+    # the frame part is the overlay without a legend; the band shows the three swatches
+    assert np.array_equal(out[:96], draw_overlay(image, [mask] * 3, [None] * 3, small.colours))
+    band = out[96:].reshape(-1, 3).tolist()
+    assert all(list(c) in band for c in PALETTE[:3])
+    large = OverlayRenderer(sentences, 640, 360)  # the legend covers < 15% of the frame: top-left
+    assert not large.legend_below and large.output_size == (640, 360)
+    assert large.draw(np.full((360, 640, 3), GREY, np.uint8), [np.zeros((360, 640), bool)] * 3,
+                      [None] * 3)[5, 5].tolist() != [GREY] * 3
+
+
 def decode(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -84,11 +104,11 @@ def test_overlay_video_colours_sit_where_masks_are(tmp_path: Path) -> None:
     masks, boxes = masks_and_boxes()
     image = np.full((H, W, 3), GREY, np.uint8)
     path = tmp_path / "overlay.mp4"
-    with OverlayVideoWriter(path, W, H, fps=5) as writer:
+    with OverlayVideoWriter(path, *renderer.output_size, fps=5) as writer:
         for _ in range(4):
             writer.write(renderer.draw(image, masks, boxes))
     frames = decode(path)
-    assert len(frames) == 4 and frames[0].shape == (H, W, 3)
+    assert len(frames) == 4 and frames[0].shape == (renderer.output_size[1], W, 3)
     for frame in frames:
         assert np.abs(frame[85, 45].astype(float) - blended(PALETTE[0])).max() <= 12
         assert np.abs(frame[85, 125].astype(float) - blended(PALETTE[1])).max() <= 12

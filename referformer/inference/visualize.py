@@ -2,8 +2,10 @@
 
 Every sentence gets a colour from :data:`PALETTE` (sentence ``i`` uses ``PALETTE[i % 10]``). Its
 mask is blended into the frame (``(1 - alpha) * pixel + alpha * colour``, ``alpha = 0.5`` by
-default), its box drawn as an outline of the same colour, and a legend in the top-left corner
-lists the sentences with their colours. Drawing is numpy for the blending and Pillow for boxes and
+default), its box drawn as an outline of the same colour, and a legend lists the sentences with
+their colours: in the top-left corner of the frame, or, where it would cover more than
+:data:`MAX_LEGEND_COVER` of a small frame, in a dark band added below the frame (the overlay video
+is then taller than the input; see :attr:`OverlayRenderer.output_size`). Drawing is numpy for the blending and Pillow for boxes and
 text; nothing here depends on the model.
 
 :class:`OverlayVideoWriter` writes an MP4 (H.264, ``yuv420p``) frame by frame. The file is a
@@ -39,6 +41,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (250, 190, 212),  # pink
 )
 DEFAULT_ALPHA = 0.5
+# Largest fraction of the frame's area the legend may cover; a larger legend goes in a band below.
+MAX_LEGEND_COVER = 0.15
 
 
 def sentence_colour(index: int) -> tuple[int, int, int]:
@@ -72,12 +76,14 @@ def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: f
 
 
 def render_legend(
-    labels: Sequence[str], colours: Sequence[tuple[int, int, int]], frame_width: int, frame_height: int
+    labels: Sequence[str], colours: Sequence[tuple[int, int, int]], frame_width: int, frame_height: int,
+    *, crop_to_frame: bool = True,
 ) -> Image.Image:
     """Render the legend once, as an RGBA image to paste in the top-left corner of each frame.
 
     One row per label: a swatch of the colour and the text, on a translucent dark background.
-    Font size scales with the frame height (1/28 of it, 10 to 32 pixels).
+    Font size scales with the frame height (1/28 of it, 10 to 32 pixels). Rows that do not fit in
+    the frame's height are cut unless ``crop_to_frame=False``.
     """
     font_size = int(np.clip(round(frame_height / 28), 10, 32))
     font = _font(font_size)
@@ -88,7 +94,8 @@ def render_legend(
     texts = [_fit(label, font, max_text_width) for label in labels]
     text_width = max((_text_width(font, t) for t in texts), default=0)
     width = int(min(frame_width, pad + swatch + pad + text_width + pad + 1))
-    height = int(min(frame_height, pad + row_height * len(texts)))
+    height = int(pad + row_height * len(texts))
+    height = min(frame_height, height) if crop_to_frame else height
     legend = Image.new("RGBA", (max(width, 1), max(height, 1)), (0, 0, 0, 150))
     draw = ImageDraw.Draw(legend)
     for row, (text, colour) in enumerate(zip(texts, colours)):
@@ -252,9 +259,21 @@ class OverlayRenderer:
         self.alpha = alpha
         labels = [f"{i}: {text}" for i, text in enumerate(sentences)]
         self.legend = render_legend(labels, self.colours, width, height)
+        self.legend_below = self.legend.width * self.legend.height > MAX_LEGEND_COVER * width * height
+        self.band: np.ndarray | None = None
+        if self.legend_below:  # small frame: the legend would hide the masks, draw it under the frame
+            legend = render_legend(labels, self.colours, width, height, crop_to_frame=False)
+            band = Image.new("RGBA", (width, _even(legend.height)), (0, 0, 0, 255))
+            band.paste(legend, (0, 0))
+            self.band = np.asarray(band.convert("RGB"))
+        self.output_size = (width, height + (0 if self.band is None else self.band.shape[0]))
+        """(width, height) of the drawn frames: the input size, plus the legend band when there is one."""
 
     def draw(
         self, image: np.ndarray, masks: Sequence[np.ndarray], boxes_xyxy: Sequence[Sequence[float] | None]
     ) -> np.ndarray:
-        """One frame: RGB ``uint8`` ``[H, W, 3]`` with every sentence's mask ``[H, W]`` and box."""
-        return draw_overlay(image, masks, boxes_xyxy, self.colours, legend=self.legend, alpha=self.alpha)
+        """One frame: RGB ``uint8`` ``[H, W, 3]`` with every sentence's mask ``[H, W]`` and box ->
+        ``[H', W, 3]`` (``output_size``; ``H' > H`` when the legend is in a band below the frame)."""
+        if self.band is None:
+            return draw_overlay(image, masks, boxes_xyxy, self.colours, legend=self.legend, alpha=self.alpha)
+        return np.concatenate([draw_overlay(image, masks, boxes_xyxy, self.colours, alpha=self.alpha), self.band])

@@ -419,7 +419,7 @@ class SegmentationWriter:
         self.video: OverlayVideoWriter | None = None
         if save_overlay:
             self.renderer = OverlayRenderer(self.sentences, width, height, alpha=alpha)
-            self.video = OverlayVideoWriter(self.out_dir / OVERLAY_MP4, width, height, self.fps)
+            self.video = OverlayVideoWriter(self.out_dir / OVERLAY_MP4, *self.renderer.output_size, self.fps)
         self.summary: dict[str, Any] | None = None
         self.frames_submitted = 0
         # frames whose masks were rewritten after they were first written (the overlay is then stale)
@@ -540,7 +540,7 @@ class SegmentationWriter:
         per_sentence = [s["frames"] for s in self.summary["sentences"]]
         count = 0
         try:
-            with OverlayVideoWriter(tmp_path, self.width, self.height, self.fps) as video:
+            with OverlayVideoWriter(tmp_path, *self.renderer.output_size, self.fps) as video:
                 for t, image in enumerate(images):
                     if t >= self.summary["num_frames"]:
                         break
