@@ -15,8 +15,10 @@ Loading an official state dict (``load_official_state_dict``):
 * tied keys (``class_embed.*``/``bbox_embed.*`` in default, ``bbox_embed.*`` <->
   ``transformer.decoder.bbox_embed.*`` in release) must all be present and hold equal values.
 
-Our format (``save_pretrained``/``from_pretrained``): ``config.json`` (the ``ModelConfig`` plus a
-little metadata) and ``model.safetensors`` (shared tensors stored once).
+Our format (``save_pretrained``/``from_pretrained``): ``config.json`` (the model config plus a
+little metadata) and ``model.safetensors`` (shared tensors stored once). The config's ``model_type``
+(absent = ``referformer``; ``refvos`` for :mod:`referformer.models.refvos`) says which model class the
+folder builds: :data:`MODEL_TYPES` is the one registry of model classes.
 """
 
 from __future__ import annotations
@@ -258,6 +260,57 @@ def save_official_checkpoint(model: nn.Module, path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # our format
 # ---------------------------------------------------------------------------------------------
+def _build_referformer(config: Any, init_weights: bool) -> nn.Module:
+    from referformer.models import build_model
+
+    return build_model(config, init_weights=init_weights)
+
+
+def _build_refvos(config: Any, init_weights: bool) -> nn.Module:
+    from referformer.models.refvos import build_refvos
+
+    return build_refvos(config)  # torchvision / transformers initialise; nothing to skip
+
+
+def _referformer_config(data: dict[str, Any]) -> Any:
+    return ModelConfig.from_dict(data)
+
+
+def _refvos_config(data: dict[str, Any]) -> Any:
+    from referformer.models.refvos import RefVOSConfig
+
+    return RefVOSConfig.from_dict(data)
+
+
+# model_type of a config.json -> (config from its dict, model from a config). ReferFormer configs
+# carry no model_type (older folders neither), so a missing one means referformer.
+MODEL_TYPES: dict[str, tuple[Any, Any]] = {
+    "referformer": (_referformer_config, _build_referformer),
+    "refvos": (_refvos_config, _build_refvos),
+}
+
+
+def model_type_of(config: Any) -> str:
+    """``"referformer"`` or ``"refvos"`` (the ``model_type`` of a config object)."""
+    return getattr(config, "model_type", "referformer")
+
+
+def config_from_dict(data: dict[str, Any]) -> Any:
+    """The model config written in a ``config.json``'s ``model`` entry, of its ``model_type``."""
+    model_type = data.get("model_type", "referformer")
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"unknown model_type {model_type!r} in the model config; this build knows "
+                        f"{', '.join(MODEL_TYPES)} (upgrade referformer?)")
+    data = {k: v for k, v in data.items() if k != "model_type"} if model_type == "referformer" else data
+    return MODEL_TYPES[model_type][0](data)
+
+
+def build_from_config(config: Any, init_weights: bool = True) -> nn.Module:
+    """The model of ``config`` (a ``ModelConfig`` or a ``RefVOSConfig``) with random weights;
+    ``init_weights=False`` skips ReferFormer's initialisation when weights are loaded next."""
+    return MODEL_TYPES[model_type_of(config)][1](config, init_weights)
+
+
 def save_pretrained(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created); returns the directory."""
     from safetensors.torch import save_model
@@ -271,8 +324,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, metadata: dict[str,
     return directory
 
 
-def read_pretrained_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """(config, metadata) of a ``save_pretrained`` directory."""
+def read_pretrained_config(directory: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(config, metadata) of a ``save_pretrained`` directory; the config is a ``ModelConfig`` or, for
+    ``model_type`` ``refvos``, a ``RefVOSConfig``."""
     directory = Path(directory)
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file():
@@ -282,23 +336,45 @@ def read_pretrained_config(directory: str | Path) -> tuple[ModelConfig, dict[str
     if payload.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{cfg_path}: unsupported format_version {payload.get('format_version')!r} "
                         f"(this build reads {FORMAT_VERSION})")
-    return ModelConfig.from_dict(payload["model"]), payload.get("metadata", {})
+    return config_from_dict(payload["model"]), payload.get("metadata", {})
 
 
 def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model described by ``directory/config.json`` and load ``model.safetensors`` (eval mode)."""
+    """Build the model described by ``directory/config.json`` (ReferFormer or RefVOS, by its
+    ``model_type``) and load ``model.safetensors`` (eval mode)."""
     from safetensors.torch import load_model
-
-    from referformer.models import build_model
 
     directory = Path(directory)
     config, _ = read_pretrained_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{weights} not found; the converted model directory is incomplete")
-    model = build_model(config, init_weights=False)
+    model = build_from_config(config, init_weights=False)
     missing, unexpected = load_model(model, str(weights), strict=False)
     if missing or unexpected:
         raise CheckpointMismatchError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:3]}, "
                                       f"unexpected {sorted(unexpected)[:3]}")
     return model.to(device).eval()
+
+
+def export_training_checkpoint(checkpoint: str | Path, config: Any, directory: str | Path,
+                               tokenizer_dir: str | Path | None = None, metadata: dict[str, Any] | None = None,
+                               half: bool = False) -> Path:
+    """A training checkpoint (``Trainer``'s ``last.pth``: ``{"model": state_dict, ...}``) of a model of
+    ``config`` -> a ``save_pretrained`` folder (fp16 weights with ``half``), with a copy of
+    ``tokenizer_dir`` as ``tokenizer/`` when given. Returns the folder."""
+    import shutil
+
+    state = safe_torch_load(Path(checkpoint))
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    model = build_from_config(config, init_weights=False)
+    missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    if missing or unexpected:
+        raise CheckpointMismatchError(f"{checkpoint} does not hold a model of the given config: missing "
+                                      f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    model = model.eval()
+    directory = save_pretrained(model.half() if half else model, directory, metadata=metadata)
+    if tokenizer_dir is not None:
+        shutil.copytree(tokenizer_dir, Path(directory) / "tokenizer", dirs_exist_ok=True)
+    return Path(directory)

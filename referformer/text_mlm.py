@@ -14,6 +14,12 @@ segmentation training:
 
 ``run_mlm_recipe`` chains the three. ``train_wordpiece_tokenizer`` builds a small BERT-style
 tokenizer from sentences, for tests and synthetic data where ``bert-base-uncased`` is not at hand.
+
+The recipe step from the command line (then ``referformer train --recipe refvos-... --text-encoder-init
+bert_mlm.safetensors`` starts RefVOS from it)::
+
+    python -m referformer.text_mlm --root data/ref-youtube-vos --preset refvos-r101 \
+        --tokenizer bert-base-uncased --init bert-base-uncased --out bert_mlm.safetensors --steps 1000
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from referformer.text import normalize_sentence
 
 __all__ = [
     "BERT_SPECIAL_TOKENS",
+    "load_bert_weights",
+    "main",
+    "training_sentences",
     "MLMConfig",
     "finetune_mlm",
     "load_encoder_weights",
@@ -244,3 +253,87 @@ def train_wordpiece_tokenizer(sentences: Sequence[str], vocab_size: int = 200, o
     if output_dir is not None:
         wrapped.save_pretrained(str(output_dir))
     return wrapped
+
+
+# ---- the recipe step as a command ----------------------------------------------------------------
+def training_sentences(root: str | Path, split: str = "train") -> list[str]:
+    """Every referring expression of ``root/meta_expressions/<split>/meta_expressions.json`` (the
+    Ref-YouTube-VOS layout, also MeViS-converted and ``referformer synth`` data), in file order."""
+    import json
+
+    path = Path(root) / "meta_expressions" / split / "meta_expressions.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found; give a Ref-YouTube-VOS-layout dataset with --root or a text "
+                        "file with one sentence per line with --sentences")
+    videos = json.loads(path.read_text(encoding="utf-8"))["videos"]
+    return [e["exp"] for v in videos.values() for e in v["expressions"].values()]
+
+
+def load_bert_weights(encoder: nn.Module, source: str | Path) -> None:
+    """Initialise a ``BertModel`` from a ``save_encoder_weights`` file (``.safetensors``) or a Hugging
+    Face BERT (a local folder or a name in the offline cache, e.g. ``bert-base-uncased``)."""
+    source_path = Path(source)
+    if source_path.is_file():
+        load_encoder_weights(encoder, source_path)
+        return
+    from transformers import BertModel
+
+    try:
+        pretrained = BertModel.from_pretrained(str(source), local_files_only=True,
+                                               add_pooling_layer=hasattr(encoder, "pooler") and encoder.pooler is not None)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load the BERT weights {str(source)!r} without downloading "
+                        f"({error.__class__.__name__}); give a local folder or a .safetensors file") from None
+    result = encoder.load_state_dict(pretrained.state_dict(), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"{source} does not fit the model's BERT: missing {result.missing_keys[:3]}, "
+                        f"unexpected {result.unexpected_keys[:3]}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m referformer.text_mlm``: the MLM step of RefVOS (see the module docstring)."""
+    import argparse
+
+    from referformer.checkpoint import build_from_config
+    from referformer.presets import get_preset
+    from referformer.text import load_tokenizer
+
+    parser = argparse.ArgumentParser(prog="python -m referformer.text_mlm",
+                                     description="MLM fine-tuning of RefVOS's BERT on referring expressions")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root", type=Path, help="dataset with meta_expressions/<split>/meta_expressions.json")
+    source.add_argument("--sentences", type=Path, help="text file, one sentence per line")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--preset", default="refvos-r101", help="RefVOS preset whose BERT is trained")
+    parser.add_argument("--tokenizer", required=True, help="BERT tokenizer folder or cached name")
+    parser.add_argument("--init", help="start from these BERT weights (HF folder / cached name / .safetensors)")
+    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (BertModel keys)")
+    parser.add_argument("--steps", type=int, default=MLMConfig.steps)
+    parser.add_argument("--batch-size", type=int, default=MLMConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=MLMConfig.lr)
+    parser.add_argument("--seed", type=int, default=MLMConfig.seed)
+    args = parser.parse_args(argv)
+    try:
+        if args.root is not None:
+            sentences = training_sentences(args.root, args.split)
+        else:
+            sentences = args.sentences.read_text(encoding="utf-8").splitlines()
+        model = build_from_config(get_preset(args.preset).config)
+        if not hasattr(model, "load_text_encoder"):
+            raise UserError(f"preset {args.preset!r} is not a RefVOS model (see `referformer presets`)")
+        encoder = model.text_encoder
+        if args.init:
+            load_bert_weights(encoder, args.init)
+        tokenizer = load_tokenizer(args.tokenizer)
+        config = MLMConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        losses = run_mlm_recipe(sentences, encoder, tokenizer, args.out, config)
+    except UserError as error:
+        print(f"error: {error}")
+        return 2
+    print(f"{len(sentences)} sentences, {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+          f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -56,6 +56,24 @@ def test_param_groups_learning_rates_and_frozen_text_encoder():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
 
 
+def test_fused_adamw_gives_the_same_update():
+    """Fused AdamW (auto on GPU; forced here on CPU) equals the default implementation up to rounding."""
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = ToyReferModel()
+        optimizer = build_optimizer(model, OptimizerConfig(fused=fused, lr=1e-2, lr_backbone=1e-2))
+        assert bool(optimizer.defaults["fused"]) == fused
+        for step in range(3):
+            torch.manual_seed(step)
+            optimizer.zero_grad()
+            sum((p * torch.randn_like(p)).sum() for p in model.parameters()).backward()
+            optimizer.step()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=1e-5)
+    assert not build_optimizer(ToyReferModel(), OptimizerConfig()).defaults["fused"]  # auto: off on CPU
+
+
 def test_recipes_hold_the_original_hyperparameters():
     finetune = RECIPES["ytvos-finetune"]
     assert (finetune.epochs, finetune.optimizer.lr_drop, finetune.num_frames) == (6, (3, 5), 5)

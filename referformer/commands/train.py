@@ -21,6 +21,7 @@ _OVERRIDES = {
     "lr_text_encoder": "optimizer.lr_text_encoder",
     "weight_decay": "optimizer.weight_decay",
     "batch_size": "batch_size",
+    "sentences_per_clip": "sentences_per_clip",
     "grad_accum": "grad_accum",
     "num_frames": "num_frames",
     "max_size": "max_size",
@@ -34,6 +35,8 @@ _OVERRIDES = {
     "log_every": "log_every",
     "preset": "model_preset",
     "init": "init_from",
+    "text_encoder_init": "text_encoder_init",
+    "class_weights": "class_weights",
 }
 
 
@@ -54,7 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", nargs="?", const="", metavar="CKPT",
                         help="continue from CKPT (default: the --out folder's last.pth)")
     parser.add_argument("--init", metavar="CKPT", help="initialise the weights from an official or our checkpoint")
-    parser.add_argument("--preset", help="model preset (see `referformer presets`); default: release resnet50")
+    parser.add_argument("--text-encoder-init", metavar="BERT",
+                        help="RefVOS: start BERT from these weights (a `python -m referformer.text_mlm` output, "
+                        "or a local Hugging Face BERT such as bert-base-uncased)")
+    parser.add_argument("--class-weights", type=float, nargs=2, metavar=("BG", "FG"),
+                        help="RefVOS: background / foreground weights of the cross-entropy (default: the recipe's)")
+    parser.add_argument("--preset", help="model preset (see `referformer presets`); default: the recipe's model "
+                        "(release resnet50; refvos-r101 for the refvos-* recipes)")
     parser.add_argument("--tokenizer", metavar="DIR", help="local RoBERTa tokenizer folder (Hugging Face format)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr-drop", type=int, nargs="+", metavar="EPOCH", help="epochs after which lr *= 0.1")
@@ -63,6 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr-text-encoder", type=float)
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--batch-size", type=int, help="clips per process and micro-batch")
+    parser.add_argument("--sentences-per-clip", type=int, metavar="S",
+                        help="train up to S expressions of a clip's video on the same frames (our option; 1 = original)")
     parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     parser.add_argument("--num-frames", type=int, help="clip length T")
     parser.add_argument("--max-size", type=int)
@@ -74,7 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
     parser.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this many optimizer steps")
     parser.add_argument("--log-every", type=int, metavar="STEPS")
-    parser.add_argument("--train-text-encoder", action="store_true", help="do not freeze the text encoder")
+    text = parser.add_mutually_exclusive_group()
+    text.add_argument("--train-text-encoder", action="store_true", help="do not freeze the text encoder")
+    text.add_argument("--freeze-text-encoder", action="store_true", help="freeze the text encoder")
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--box-loss-visible-only", action="store_true",
                         help="box losses on visible frames only (the original also uses invisible frames)")
@@ -93,9 +106,11 @@ def config_from_args(args: argparse.Namespace):
     for option, field_name in _OVERRIDES.items():
         value = getattr(args, option)
         if value is not None:
-            changes[field_name] = tuple(value) if option == "lr_drop" else value
+            changes[field_name] = tuple(value) if option in ("lr_drop", "class_weights") else value
     if args.train_text_encoder:
         changes["freeze_text_encoder"] = False
+    if args.freeze_text_encoder:
+        changes["freeze_text_encoder"] = True
     if args.activation_checkpointing:
         changes["activation_checkpointing"] = True
     if args.box_loss_visible_only:
@@ -110,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         for recipe in RECIPES.values():
             o = recipe.optimizer
             print(f"{recipe.name:18s} {recipe.description}")
-            print(f"{'':18s} dataset={recipe.dataset} epochs={recipe.epochs} lr_drop={list(o.lr_drop)} "
+            print(f"{'':18s} model={recipe.model} dataset={recipe.dataset} epochs={recipe.epochs} lr_drop={list(o.lr_drop)} "
                   f"T={recipe.num_frames} batch={recipe.batch_size} lr={o.lr} lr_backbone={o.lr_backbone}")
         return 0
     if args.out is None:
@@ -136,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         resume=resume,
         init_convert=components.init_convert,
         show_progress=not args.no_progress,
+        criterion_factory=components.criterion_factory,
     )
     last = trainer.fit()
     if trainer.context.is_main and last is not None:

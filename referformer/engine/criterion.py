@@ -114,16 +114,15 @@ class SetCriterion(nn.Module):
         return losses
 
     @staticmethod
-    def num_boxes(targets: list[dict[str, Any]], device: torch.device) -> float:
-        """Visible target frames of the batch, averaged over processes, at least 1."""
-        count = torch.as_tensor(
-            [float(sum(int(t["valid"].sum()) for t in targets))], dtype=torch.float, device=device
-        )
-        count = distributed.all_reduce_sum(count)
-        return torch.clamp(count / distributed.get_world_size(), min=1).item()
+    def num_boxes(targets: list[dict[str, Any]], device: torch.device) -> torch.Tensor:
+        """Visible target frames of the batch, averaged over processes, at least 1: a float32 0-dim
+        tensor on ``device``, never read on the host (no GPU -> CPU synchronisation in the loss)."""
+        count = torch.stack([torch.as_tensor(t["valid"], device=device).sum() for t in targets]).sum()
+        count = distributed.all_reduce_sum(count.float().reshape(1))
+        return torch.clamp(count / distributed.get_world_size(), min=1).reshape(())
 
     def layer_losses(
-        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: float
+        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> dict[str, torch.Tensor]:
         """The five terms for one decoder layer, given its matching."""
         losses = {"loss_ce": self.loss_labels(outputs, targets, indices, num_boxes)}
@@ -132,7 +131,7 @@ class SetCriterion(nn.Module):
         return losses
 
     def loss_labels(
-        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: float
+        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> torch.Tensor:
         """Focal classification loss over all ``T x Q`` slots -> scalar."""
         logits = outputs["pred_logits"].float()
@@ -153,7 +152,7 @@ class SetCriterion(nn.Module):
         return focal * logits.shape[1]
 
     def loss_boxes(
-        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: float
+        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> dict[str, torch.Tensor]:
         """L1 and GIoU losses of the matched query's boxes -> ``loss_bbox``, ``loss_giou``."""
         boxes = outputs["pred_boxes"].float().transpose(1, 2)  # [B, Q, T, 4]
@@ -167,7 +166,7 @@ class SetCriterion(nn.Module):
         return {"loss_bbox": l1.sum() / num_boxes, "loss_giou": giou.sum() / num_boxes}
 
     def loss_masks(
-        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: float
+        self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> dict[str, torch.Tensor]:
         """Focal and dice losses of the matched query's masks -> ``loss_mask``, ``loss_dice``."""
         masks = outputs["pred_masks"].float()

@@ -27,7 +27,7 @@ __all__ = [
 def sigmoid_focal_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
-    num_boxes: float,
+    num_boxes: float | torch.Tensor,
     alpha: float = 0.25,
     gamma: float = 2.0,
 ) -> torch.Tensor:
@@ -42,7 +42,7 @@ def sigmoid_focal_loss(
     return terms.mean(1).sum() / num_boxes
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> torch.Tensor:
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_boxes: float | torch.Tensor) -> torch.Tensor:
     """Dice loss with the original +1 smoothing -> scalar.
 
     ``loss_n = 1 - (2 * sum(p * t) + 1) / (sum(p) + sum(t) + 1)`` per row, summed over rows and

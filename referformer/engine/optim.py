@@ -13,6 +13,11 @@ matching several keyword lists is put in the first matching of backbone / text e
 projection (the original would put it in two groups, which AdamW rejects; no official name does
 that). Weight decay 5e-4 for every group; ``MultiStepLR(milestones=lr_drop, gamma=0.1)`` stepped
 once per epoch.
+
+The keyword lists are per model: :data:`PARAMETER_NAMES` holds them for every model name of
+``TrainConfig.model`` and :func:`optimizer_names` gives the ``OptimizerConfig`` fields of one (RefVOS's
+torchvision-named ResNet is ``backbone.conv1`` / ``backbone.bn1`` / ``backbone.layer*``; its BERT is
+``text_encoder.*``; ASPP, classifier and text projection fall in ``rest``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["OptimizerConfig", "build_param_groups", "build_optimizer", "build_scheduler"]
+__all__ = ["PARAMETER_NAMES", "OptimizerConfig", "build_param_groups", "build_optimizer", "build_scheduler",
+           "optimizer_names"]
+
+# model name (TrainConfig.model) -> parameter-name keywords of its optimizer groups
+PARAMETER_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "referformer": {
+        "backbone_names": ("backbone.0", "backbone.body"),
+        "text_encoder_names": ("text_encoder",),
+        "linear_proj_names": ("reference_points", "sampling_offsets"),
+    },
+    "refvos": {
+        "backbone_names": ("backbone.conv1", "backbone.bn1", "backbone.layer"),
+        "text_encoder_names": ("text_encoder",),
+        "linear_proj_names": (),
+    },
+}
+
+
+def optimizer_names(model: str) -> dict[str, tuple[str, ...]]:
+    """The ``OptimizerConfig`` keyword fields (``backbone_names`` ...) of model ``model``."""
+    if model not in PARAMETER_NAMES:
+        raise ValueError(f"unknown model {model!r}; known: {', '.join(PARAMETER_NAMES)}")
+    return dict(PARAMETER_NAMES[model])
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,9 @@ class OptimizerConfig:
     backbone_names: tuple[str, ...] = ("backbone.0", "backbone.body")
     text_encoder_names: tuple[str, ...] = ("text_encoder",)
     linear_proj_names: tuple[str, ...] = ("reference_points", "sampling_offsets")
+    # torch's fused AdamW kernel (one launch for all parameters; same update up to rounding):
+    # None = on when every parameter is on a GPU, True / False to force it
+    fused: bool | None = None
 
 
 def _matches(name: str, keywords: Sequence[str]) -> bool:
@@ -70,11 +100,15 @@ def build_param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.AdamW:
-    """AdamW with the groups of :func:`build_param_groups` and ``weight_decay``."""
+    """AdamW with the groups of :func:`build_param_groups` and ``weight_decay``; fused per ``config.fused``
+    (build it after the model is on its device)."""
     groups = build_param_groups(model, config)
     if not groups:
         raise ValueError("the model has no trainable parameter")
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    fused = config.fused
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimizerConfig) -> torch.optim.lr_scheduler.MultiStepLR:

@@ -16,7 +16,7 @@ from typing import Any
 
 from referformer.engine.criterion import LossWeights
 from referformer.engine.matcher import MatcherCosts
-from referformer.engine.optim import OptimizerConfig
+from referformer.engine.optim import OptimizerConfig, optimizer_names
 from referformer.errors import UserError
 
 __all__ = ["TrainConfig", "RECIPES", "get_recipe", "recipe_names"]
@@ -29,11 +29,15 @@ class TrainConfig:
     name: str
     description: str
     dataset: str  # dataset name for the data package: ytvos, refcoco, joint, a2d, mevis, toy
+    model: str = "referformer"  # the model trained: referformer | refvos (see engine.wiring)
     model_preset: str | None = None  # a preset of referformer.config; None: the builder's default
     epochs: int = 10  # [opts]
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     num_frames: int = 5  # [opts] clip length T
     batch_size: int = 1  # [opts] clips per process and micro-batch
+    # our option: up to this many expressions of a clip's video trained on the same frames (backbone run
+    # once; referformer.data.shared_clips); 1 = the original (one sentence per clip)
+    sentences_per_clip: int = 1
     grad_accum: int = 1  # micro-batches per optimizer step
     max_size: int = 640  # [opts] longest side after the training resize
     clip_max_norm: float = 0.1  # [opts] gradient clipping (0 disables)
@@ -45,6 +49,10 @@ class TrainConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     box_loss_visible_only: bool = False  # our option; the original also supervises invisible frames' boxes
     init_from: str | None = None  # checkpoint to initialise from (official or ours)
+    # RefVOS: BERT weights to start from (a text_mlm output .safetensors, or a HF BERT folder / cached name)
+    text_encoder_init: str | None = None
+    # RefVOS: (background, foreground) weights of the pixel cross-entropy; None = unweighted (the original)
+    class_weights: tuple[float, float] | None = None
     seed: int = 42  # [opts]
     num_workers: int = 4  # [opts]
     precision: str = "auto"  # auto (bf16 on capable GPUs, else fp32) | fp32 | bf16 | fp16
@@ -144,6 +152,60 @@ RECIPES: dict[str, TrainConfig] = {
             num_workers=0,
             device="cpu",
             precision="fp32",
+        ),
+        # ---- RefVOS (referformer.models.refvos; docs/refvos.md): same datasets / engine, per frame (T = 1)
+        TrainConfig(
+            name="refvos-synthetic",
+            description="Small RefVOS (ResNet-18 DeepLabv3 OS 8, 2-layer BERT from scratch on the synthetic "
+            "tokenizer) trained frame by frame on `referformer synth` data, 1 CPU process; see docs/refvos.md",
+            dataset="synthetic",
+            model="refvos",  # model_preset None: referformer.presets.refvos_synthetic_config
+            epochs=6,  # 660 optimizer steps of 8 frames (an epoch = SAMPLES_PER_EPOCH clips)
+            optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-3, lr_text_encoder=1e-3, weight_decay=1e-4,
+                                      lr_drop=(5,), **optimizer_names("refvos")),
+            num_frames=1,  # RefVOS is a per-frame model: a batch is 8 frames of 8 random expressions
+            batch_size=8,
+            clip_max_norm=1.0,
+            # our option: referents cover ~5% of the pixels; unweighted, 300 steps left every foreground
+            # probability below 0.5 (0.15-0.25 on the referent): empty masks (docs/refvos.md)
+            class_weights=(1.0, 5.0),
+            freeze_text_encoder=False,  # random init: it has to learn
+            num_workers=0,
+            device="cpu",
+            precision="fp32",
+        ),
+        TrainConfig(
+            name="refvos-refcoco",
+            description="RefVOS (DeepLabv3 ResNet-101 OS 8 + bert-base-uncased, --preset refvos-r101) on "
+            "RefCOCO + RefCOCO+ + RefCOCOg images; --init a torchvision DeepLabv3 state dict for COCO weights",
+            dataset="refcoco",
+            model="refvos",
+            model_preset="refvos-r101",
+            epochs=12,  # [unverified]
+            # [unverified] the original used torchvision's SGD(0.01, momentum 0.9) + poly schedule; this
+            # engine has AdamW + steps: one learning rate for the DeepLab part, BERT lower
+            optimizer=OptimizerConfig(lr=1e-4, lr_backbone=1e-4, lr_text_encoder=1e-5, weight_decay=1e-4,
+                                      lr_drop=(8, 10), **optimizer_names("refvos")),
+            num_frames=1,
+            batch_size=8,  # [unverified] frames per process (BatchNorm needs several)
+            max_size=640,  # [unverified]
+            clip_max_norm=0.0,  # torchvision's reference does not clip
+            freeze_text_encoder=False,  # [unverified] the paper fine-tunes BERT; --freeze via the preset's option
+        ),
+        TrainConfig(
+            name="refvos-ytvos",
+            description="RefVOS frame by frame on Ref-YouTube-VOS (--init the refvos-refcoco run's last.pth)",
+            dataset="ytvos",
+            model="refvos",
+            model_preset="refvos-r101",
+            epochs=6,  # [unverified]
+            optimizer=OptimizerConfig(lr=1e-4, lr_backbone=1e-4, lr_text_encoder=1e-5, weight_decay=1e-4,
+                                      lr_drop=(3, 5), **optimizer_names("refvos")),
+            num_frames=1,
+            batch_size=8,  # [unverified]
+            max_size=640,  # [unverified]
+            clip_max_norm=0.0,
+            freeze_text_encoder=False,  # [unverified]
         ),
         _recipe(
             "toy",

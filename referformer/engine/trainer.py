@@ -7,7 +7,9 @@ TensorBoard when installed), periodic atomic checkpoints and exact resume.
 
 Batch contract: ``collate_fn(samples) -> (inputs, targets)``; ``forward(model, inputs, targets)``
 returns the ReferFormer output dict (default: ``model(**inputs)``); ``targets`` is the list of
-per-clip dicts the criterion reads (:mod:`referformer.engine.targets`). Tensors anywhere in
+per-clip dicts the criterion reads (:mod:`referformer.engine.targets`). The criterion comes from
+``criterion_factory(config)`` (default: ReferFormer's :class:`SetCriterion`; RefVOS's cross-entropy
+through :mod:`referformer.engine.wiring`). Tensors anywhere in
 ``inputs``/``targets`` (and objects with a ``.to(device)``) are moved to the device.
 
 Resume is exact: the checkpoint stores model, optimizer, scheduler, scaler, the position in the
@@ -52,10 +54,14 @@ from referformer.engine.seeding import SeededDataset, seed_everything
 from referformer.engine.train_log import TrainingLog
 from referformer.errors import UserError
 
-__all__ = ["Trainer", "default_forward", "move_to_device", "resolve_precision", "LAST_CHECKPOINT"]
+__all__ = ["Trainer", "build_set_criterion", "default_forward", "move_to_device", "resolve_precision",
+           "LAST_CHECKPOINT"]
 
 LAST_CHECKPOINT = "last.pth"
 ForwardFn = Callable[[nn.Module, Any, list[dict[str, Any]]], dict[str, Any]]
+# config -> loss module: ``criterion(outputs, targets) -> {name: unweighted term}``, ``.total(terms)``
+# (weighted sum) and ``.weight_dict`` (what the logged ``loss`` weighs the terms with)
+CriterionFactory = Callable[[TrainConfig], nn.Module]
 StepCallback = Callable[[Progress, dict[str, float]], None]
 
 
@@ -75,6 +81,16 @@ def move_to_device(obj: Any, device: torch.device) -> Any:
     if hasattr(obj, "to") and not isinstance(obj, (str, bytes)):
         return obj.to(device)
     return obj
+
+
+def build_set_criterion(config: TrainConfig) -> SetCriterion:
+    """ReferFormer's loss (Hungarian matching + set losses) as ``config`` says: the default criterion."""
+    return SetCriterion(
+        HungarianMatcher(config.matcher),
+        config.loss_weights,
+        num_decoder_layers=config.num_decoder_layers if config.aux_loss else 1,
+        box_loss_visible_only=config.box_loss_visible_only,
+    )
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -108,6 +124,8 @@ class Trainer:
         forward: ``(model, inputs, targets) -> outputs``.
         resume: a training checkpoint or a run folder (its ``last.pth``) to continue.
         init_convert: maps an original checkpoint's keys to the model's, for ``config.init_from``.
+        criterion_factory: builds the loss from ``config`` (default :func:`build_set_criterion`,
+            ReferFormer's; RefVOS passes its cross-entropy, see ``engine.wiring``).
         callbacks: called on the main and other processes after every optimizer step with the
             progress and the logged values.
         show_progress: tqdm bar on the main process.
@@ -125,6 +143,7 @@ class Trainer:
         init_convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
         callbacks: Sequence[StepCallback] = (),
         show_progress: bool = True,
+        criterion_factory: CriterionFactory | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset
@@ -151,12 +170,7 @@ class Trainer:
             model.set_activation_checkpointing(True)
         self.model = model.to(self.device)
 
-        self.criterion = SetCriterion(
-            HungarianMatcher(config.matcher),
-            config.loss_weights,
-            num_decoder_layers=config.num_decoder_layers if config.aux_loss else 1,
-            box_loss_visible_only=config.box_loss_visible_only,
-        )
+        self.criterion = (criterion_factory or build_set_criterion)(config)
         self.optimizer = build_optimizer(self.model, config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, config.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)

@@ -1,7 +1,10 @@
 """Wiring of the real ReferFormer model and datasets into the :class:`~referformer.engine.trainer.Trainer`.
 
-``build_components(config, root, ...)`` returns the model factory, dataset, collate function and
-forward function for a recipe; the ``toy`` recipe uses the stand-in of :mod:`referformer.engine.toy`.
+``build_components(config, root, ...)`` returns the model factory, dataset, collate function,
+forward function and criterion for a recipe; the ``toy`` recipe uses the stand-in of
+:mod:`referformer.engine.toy`. ``config.model`` picks the model: ``referformer`` (Hungarian set
+criterion) or ``refvos`` (:mod:`referformer.models.refvos` with the cross-entropy of
+:mod:`referformer.engine.refvos_loss`), on the same datasets and collate.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
+from referformer.data.shared_clips import SharedClipSentences
+from referformer.data.video_clips import VideoClipDataset
 from referformer.engine.recipes import TrainConfig
-from referformer.engine.trainer import ForwardFn, default_forward
+from referformer.engine.trainer import CriterionFactory, ForwardFn, default_forward
 from referformer.errors import UserError
 
-__all__ = ["TrainingComponents", "build_components", "official_key_converter", "ReferFormerCollate"]
+__all__ = ["TrainingComponents", "build_components", "official_key_converter", "ReferFormerCollate", "SharedClipCollate"]
 
 # recipe dataset -> (names for referformer.data.build_dataset)
 _DATASETS = {
@@ -39,6 +44,8 @@ class TrainingComponents:
     collate_fn: Callable[[list[Any]], Any]
     forward: ForwardFn
     init_convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    # config -> loss module; None = the Trainer's default (ReferFormer's SetCriterion)
+    criterion_factory: CriterionFactory | None = None
 
 
 def official_key_converter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -79,6 +86,21 @@ class ReferFormerCollate:
         return inputs, batch.targets
 
 
+class SharedClipCollate(ReferFormerCollate):
+    """Items of :class:`referformer.data.shared_clips.SharedClipSentences` ``(frames, [targets])`` ->
+    ``(inputs, targets)``: ``frames`` / ``padding_mask`` hold each clip once, ``input_ids`` /
+    ``attention_mask`` / ``image_sizes`` one row per sentence, ``clip_index`` [s] the clip of each
+    sentence (``ReferFormer.forward(clip_index=...)``); ``targets`` one per sentence."""
+
+    def __call__(self, samples: list[Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        inputs, _ = super().__call__([(frames, targets[0]) for frames, targets in samples])
+        targets = [t for _, clip_targets in samples for t in clip_targets]
+        tokens = self.tokenizer([t["caption"] for t in targets], padding="longest", return_tensors="pt")
+        inputs["input_ids"], inputs["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+        inputs["clip_index"] = torch.tensor([c for c, (_, ts) in enumerate(samples) for _ in ts], dtype=torch.long)
+        return inputs, targets
+
+
 def _load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -86,7 +108,7 @@ def _load_tokenizer(name_or_path: str) -> Any:
         return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(
-            f"cannot load the RoBERTa tokenizer {name_or_path!r} without downloading ({error.__class__.__name__}); "
+            f"cannot load the tokenizer {name_or_path!r} without downloading ({error.__class__.__name__}); "
             "give a local Hugging Face tokenizer folder with --tokenizer DIR"
         ) from None
 
@@ -96,30 +118,15 @@ def _synthetic_components(
 ) -> TrainingComponents:
     """The synthetic benchmark (``referformer synth`` layout) with the ``synthetic-tiny`` model
     (or ``config.model_preset``), the synthetic tokenizer and the native-size transform."""
-    if root is None:
-        raise UserError(f"recipe {config.name!r} needs the synthetic dataset folder (referformer synth --out DATA): "
-                        "give --root DATA")
-    import tempfile
-
-    from referformer.data import build_dataset
     from referformer.models import build_model
     from referformer.presets import get_preset
-    from referformer.synthetic.model import (SAMPLES_PER_EPOCH, ResampledDataset, init_text_encoder,
-                                             synthetic_tiny_config, synthetic_train_transforms)
-    from referformer.synthetic.tokenizer import build_synthetic_tokenizer
+    from referformer.synthetic.model import init_text_encoder, synthetic_tiny_config
 
+    dataset = _synthetic_train_dataset(config, root, dataset_options)
     model_config = get_preset(config.model_preset).config if config.model_preset else synthetic_tiny_config()
     model_config = model_config.replace(
         freeze_text_encoder=config.freeze_text_encoder, aux_loss=config.aux_loss,
         dec_layers=config.num_decoder_layers, num_classes=1 if config.binary else model_config.num_classes)
-    options = {"num_frames": config.num_frames, "categories": None,
-               "transforms": synthetic_train_transforms(), **(dataset_options or {})}
-    samples_per_epoch = options.pop("samples_per_epoch", SAMPLES_PER_EPOCH)
-    dataset = build_dataset("ytvos", root, "train", **options)
-    if samples_per_epoch:
-        dataset = ResampledDataset(dataset, samples_per_epoch)
-    if tokenizer is None:  # the synthetic tokenizer is deterministic: write it where AutoTokenizer reads it
-        tokenizer = str(build_synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="referformer-tokenizer-"))))
 
     def model_factory() -> nn.Module:
         model = build_model(model_config)
@@ -129,16 +136,138 @@ def _synthetic_components(
     return TrainingComponents(
         model_factory=model_factory,
         dataset=dataset,
-        collate_fn=ReferFormerCollate(_load_tokenizer(tokenizer)),
+        collate_fn=_collate(config, _load_tokenizer(_synthetic_tokenizer_dir(tokenizer))),
         forward=default_forward,
         init_convert=official_key_converter,
+    )
+
+
+def _collate(config: TrainConfig, tokenizer: Any) -> ReferFormerCollate:
+    return SharedClipCollate(tokenizer) if config.sentences_per_clip > 1 else ReferFormerCollate(tokenizer)
+
+
+# ---- RefVOS ----------------------------------------------------------------------------------------
+MODELS = ("referformer", "refvos")
+
+
+def _synthetic_train_dataset(config: TrainConfig, root: str | Path | None,
+                             dataset_options: dict[str, Any] | None) -> Dataset:
+    """The training split of a ``referformer synth`` dataset as the synthetic recipes use it: native
+    size (synthetic transforms), ``SAMPLES_PER_EPOCH`` random clips an epoch (``samples_per_epoch`` in
+    ``dataset_options`` changes it, 0 = every expression once), shared clips when
+    ``config.sentences_per_clip > 1``."""
+    if root is None:
+        raise UserError(f"recipe {config.name!r} needs the synthetic dataset folder (referformer synth --out DATA): "
+                        "give --root DATA")
+    from referformer.data import build_dataset
+    from referformer.synthetic.model import SAMPLES_PER_EPOCH, ResampledDataset, synthetic_train_transforms
+
+    options = {"num_frames": config.num_frames, "categories": None,
+               "transforms": synthetic_train_transforms(), **(dataset_options or {})}
+    samples_per_epoch = options.pop("samples_per_epoch", SAMPLES_PER_EPOCH)
+    dataset = build_dataset("ytvos", root, "train", **options)
+    if config.sentences_per_clip > 1:
+        return SharedClipSentences(dataset, config.sentences_per_clip, samples_per_epoch or None)
+    return ResampledDataset(dataset, samples_per_epoch) if samples_per_epoch else dataset
+
+
+def _synthetic_tokenizer_dir(tokenizer: str | None) -> str:
+    """``tokenizer`` or, when None, the (deterministic) synthetic tokenizer written to a temporary folder."""
+    if tokenizer is not None:
+        return tokenizer
+    import tempfile
+
+    from referformer.synthetic.tokenizer import build_synthetic_tokenizer
+
+    return str(build_synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="referformer-tokenizer-"))))
+
+
+def _train_dataset(config: TrainConfig, root: str | Path | None, dataset_options: dict[str, Any] | None) -> Dataset:
+    """The training dataset of a real benchmark (``_DATASETS``), shared clips when asked."""
+    if config.dataset not in _DATASETS:
+        raise UserError(f"recipe {config.name!r}: unknown dataset {config.dataset!r}")
+    if root is None:
+        raise UserError(f"recipe {config.name!r} needs the dataset folder: give --root DATA")
+    from referformer.data import build_dataset
+
+    options = {"num_frames": config.num_frames, "max_size": config.max_size, **(dataset_options or {})}
+    parts = [build_dataset(name, root, "train", **options) for name in _DATASETS[config.dataset]]
+    dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    if config.sentences_per_clip > 1:
+        if not isinstance(dataset, VideoClipDataset):
+            raise UserError(f"sentences_per_clip > 1 needs a video dataset (ytvos, mevis), not {config.dataset!r}")
+        dataset = SharedClipSentences(dataset, config.sentences_per_clip)
+    return dataset
+
+
+def _refvos_criterion(config: TrainConfig) -> nn.Module:
+    from referformer.engine.refvos_loss import RefVOSCriterion
+
+    return RefVOSCriterion(class_weights=config.class_weights)
+
+
+def _refvos_components(
+    config: TrainConfig, root: str | Path | None, tokenizer: str | None, dataset_options: dict[str, Any] | None
+) -> TrainingComponents:
+    """RefVOS on ``config.dataset``: the model of ``config.model_preset`` (default ``refvos-r101``; on
+    synthetic data :func:`referformer.presets.refvos_synthetic_config` with a from-scratch BERT),
+    the ReferFormer collate (BERT gets zero token types) and :class:`RefVOSCriterion`."""
+    from referformer.models.refvos import RefVOSConfig, build_refvos, torchvision_deeplab_converter
+    from referformer.presets import get_preset, refvos_synthetic_config
+
+    synthetic = config.dataset == "synthetic"
+    if config.dataset == "toy":
+        raise UserError(f"recipe {config.name!r}: the toy dataset has no RefVOS wiring; use refvos-synthetic")
+    if config.model_preset:
+        model_config = get_preset(config.model_preset).config
+    else:
+        model_config = refvos_synthetic_config() if synthetic else get_preset("refvos-r101").config
+    if not isinstance(model_config, RefVOSConfig):
+        raise UserError(f"recipe {config.name!r} trains RefVOS but preset {config.model_preset!r} is not a RefVOS "
+                        "model; pick refvos-r101 or refvos-tiny (see `referformer presets`)")
+    model_config = model_config.replace(freeze_text_encoder=config.freeze_text_encoder)
+    if synthetic:
+        dataset = _synthetic_train_dataset(config, root, dataset_options)
+        tokenizer_name = _synthetic_tokenizer_dir(tokenizer)
+    else:
+        dataset = _train_dataset(config, root, dataset_options)
+        tokenizer_name = tokenizer or model_config.text_encoder.tokenizer
+
+    def model_factory() -> nn.Module:
+        model = build_refvos(model_config)
+        if config.text_encoder_init:  # bert-base-uncased, or the MLM step's output (referformer.text_mlm)
+            from referformer.text_mlm import load_bert_weights
+
+            load_bert_weights(model.text_encoder, config.text_encoder_init)
+        elif synthetic and not config.model_preset:
+            # a BERT trained from scratch at width 64: the [CLS] state must mix the sentence from the
+            # first step (see referformer.synthetic.model.init_text_encoder)
+            from referformer.synthetic.model import init_text_encoder
+
+            init_text_encoder(model)
+        return model
+
+    return TrainingComponents(
+        model_factory=model_factory,
+        dataset=dataset,
+        collate_fn=_collate(config, _load_tokenizer(tokenizer_name)),
+        forward=default_forward,
+        init_convert=torchvision_deeplab_converter,  # our key names are torchvision's DeepLabv3's
+        criterion_factory=_refvos_criterion,
     )
 
 
 def build_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None = None, dataset_options: dict[str, Any] | None = None
 ) -> TrainingComponents:
-    """Model factory, training dataset, collate and forward functions for ``config``."""
+    """Model factory, training dataset, collate, forward and criterion functions for ``config``."""
+    if config.model not in MODELS:
+        raise UserError(f"recipe {config.name!r}: unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
+    if config.model == "refvos":
+        return _refvos_components(config, root, tokenizer, dataset_options)
+    if config.text_encoder_init or config.class_weights:
+        raise UserError("--text-encoder-init and --class-weights are RefVOS options; ReferFormer takes its RoBERTa "
+                        "weights from --init and its loss weights from the recipe")
     if config.dataset == "toy":
         from referformer.engine.toy import ToyClips, ToyReferModel, toy_collate
 
@@ -150,11 +279,7 @@ def build_components(
         )
     if config.dataset == "synthetic":
         return _synthetic_components(config, root, tokenizer, dataset_options)
-    if config.dataset not in _DATASETS:
-        raise UserError(f"recipe {config.name!r}: unknown dataset {config.dataset!r}")
-    if root is None:
-        raise UserError(f"recipe {config.name!r} needs the dataset folder: give --root DATA")
-    from referformer.data import build_dataset
+    dataset = _train_dataset(config, root, dataset_options)
     from referformer.models import build_model
     from referformer.presets import get_preset, release_config
 
@@ -165,14 +290,11 @@ def build_components(
         dec_layers=config.num_decoder_layers,
         num_classes=1 if config.binary else model_config.num_classes,
     )
-    options = {"num_frames": config.num_frames, "max_size": config.max_size, **(dataset_options or {})}
-    parts = [build_dataset(name, root, "train", **options) for name in _DATASETS[config.dataset]]
-    dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     tokenizer_name = tokenizer or model_config.text_encoder.tokenizer
     return TrainingComponents(
         model_factory=lambda: build_model(model_config),
         dataset=dataset,
-        collate_fn=ReferFormerCollate(_load_tokenizer(tokenizer_name)),
+        collate_fn=_collate(config, _load_tokenizer(tokenizer_name)),
         forward=default_forward,
         init_convert=official_key_converter,
     )

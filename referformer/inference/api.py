@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from referformer.errors import UserError
+from referformer.errors import CheckpointMismatchError, UserError
 from referformer.inference.postprocess import postprocess_clip
 from referformer.inference.preprocess import FramesInput, preprocess_frames
 from referformer.text import load_tokenizer, normalize_sentence, tokenize
@@ -47,10 +47,12 @@ def load_model(source: str | Path, preset: str | None = None, device: str | torc
     """A model in eval mode from a converted directory (``save_pretrained``) or an official ``.pth``.
 
     For a ``.pth``, ``preset`` names the architecture; if omitted it is inferred from the keys
-    (``<backbone>-release`` or ``<backbone>-default``).
+    (``<backbone>-release`` or ``<backbone>-default``). A RefVOS preset (``refvos-*``) reads one of our
+    training checkpoints (``last.pth``; RefVOS has no official checkpoint format here). A folder
+    builds the model its ``config.json`` names (ReferFormer or RefVOS).
     """
-    from referformer.checkpoint import (from_pretrained, infer_architecture, load_official_state_dict,
-                                        read_official_checkpoint)
+    from referformer.checkpoint import (build_from_config, from_pretrained, infer_architecture,
+                                        load_official_state_dict, model_type_of, read_official_checkpoint)
     from referformer.models import build_model
     from referformer.presets import get_preset
 
@@ -63,7 +65,15 @@ def load_model(source: str | Path, preset: str | None = None, device: str | torc
         if info["backbone"] is None or info["with_box_refine"] is None:
             raise UserError(f"cannot infer the architecture of {source}; pass preset=NAME (see `referformer presets`)")
         preset = f"{info['backbone']}-{'release' if info['with_box_refine'] else 'default'}"
-    model = build_model(get_preset(preset).config, init_weights=False)
+    config = get_preset(preset).config
+    if model_type_of(config) != "referformer":
+        model = build_from_config(config, init_weights=False)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise CheckpointMismatchError(f"{source} does not match preset {preset!r}: missing {sorted(missing)[:3]}, "
+                                          f"unexpected {sorted(unexpected)[:3]}")
+        return model.to(device).eval()
+    model = build_model(config, init_weights=False)
     load_official_state_dict(model, sd)
     return model.to(device).eval()
 

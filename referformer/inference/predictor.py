@@ -282,7 +282,8 @@ class Predictor:
     """A model, its tokenizer, a device and a precision, ready to segment videos.
 
     Args:
-        model: a ``ReferFormer`` (moved to ``device`` and put in eval mode here).
+        model: a ``ReferFormer`` or a ``RefVOS`` (moved to ``device`` and put in eval mode here; RefVOS
+            answers through its one-query view: query 0, masks at the input size).
         tokenizer: a loaded (fast) RoBERTa-compatible tokenizer.
         device, dtype: where and in what precision to run (``"auto"``/``"fp32"`` names accepted).
         short_side, max_size: frame resizing (the original: short side 360, no cap).
@@ -331,8 +332,12 @@ class Predictor:
     @property
     def max_tokens(self) -> int:
         """Longest tokenised sentence (special tokens included) the text encoder accepts (512 for
-        RoBERTa-base: positions - padding id - 1)."""
+        RoBERTa-base: positions - padding id - 1; for RefVOS's BERT: its positions, 512)."""
+        from referformer.checkpoint import model_type_of
+
         text = self.model.config.text_encoder
+        if model_type_of(self.model.config) == "refvos":  # BERT counts positions from 0, not from pad + 1
+            return text.max_position_embeddings
         return text.max_position_embeddings - text.pad_token_id - 1
 
     def encode_sentences(self, sentences: Sequence[str]) -> list[tuple[list[int], Any]]:

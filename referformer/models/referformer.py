@@ -21,7 +21,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,21 @@ class VisualFeatures:
                        pos=[rep(x) for x in self.pos], fine_features=rep(self.fine_features),
                        fine_mask=rep(self.fine_mask), fine_pos=rep(self.fine_pos),
                        image_sizes=self.image_sizes.expand(batch_size, 2))
+
+    def take_clips(self, clip_index: Tensor) -> "VisualFeatures":
+        """Clips ``clip_index`` ([b'] int positions in ``0..batch_size-1``, repeats allowed): the
+        encoding of ``b'`` clips, e.g. one per sentence when several sentences share a clip in training."""
+        clip_index = torch.as_tensor(clip_index, device=self.srcs[0].device).long().reshape(-1)
+        t = self.num_frames
+        flat = (clip_index[:, None] * t + torch.arange(t, device=clip_index.device)).reshape(-1)
+
+        def pick(x: Tensor) -> Tensor:
+            return x.index_select(0, flat)
+
+        return replace(self, srcs=[pick(x) for x in self.srcs], masks=[pick(x) for x in self.masks],
+                       pos=[pick(x) for x in self.pos], fine_features=pick(self.fine_features),
+                       fine_mask=pick(self.fine_mask), fine_pos=pick(self.fine_pos),
+                       image_sizes=self.image_sizes.index_select(0, clip_index))
 
     def select_frames(self, frame_indices: Tensor) -> "VisualFeatures":
         """Keep frames ``frame_indices`` ([b, k] positions within each clip; ``num_frames`` becomes k).
@@ -135,6 +150,8 @@ class ReferFormer(nn.Module):
     decoder layer but the last, when ``aux_loss``), ``reference_points`` [b, t, q, 2] (the points fed to
     the last decoder layer, normalised x, y).
     """
+
+    mask_stride: ClassVar[int] = 4  # pred_masks are at 1/4 of the (padded) input size
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -307,13 +324,17 @@ class ReferFormer(nn.Module):
 
     def forward(self, frames: Tensor, input_ids: Tensor, attention_mask: Tensor,
                 padding_mask: Tensor | None = None, image_sizes: Tensor | None = None,
-                frame_indices: Tensor | None = None) -> dict[str, Any]:
+                frame_indices: Tensor | None = None, clip_index: Tensor | None = None) -> dict[str, Any]:
         """frames: [b, t, 3, H, W] normalised; input_ids / attention_mask: [b, L] (one sentence per clip);
         frame_indices: optional [b, k] frames to decode after the backbone (A2D / JHMDB: the annotated
-        frame, the original's ``valid_indices``); the outputs then have ``k`` frames."""
+        frame, the original's ``valid_indices``); the outputs then have ``k`` frames.
+        clip_index: optional [s] clip of each of ``s`` sentences (input_ids [s, L]): the backbone runs once
+        per clip and each sentence is decoded on its clip (outputs have batch ``s``)."""
         visual = self.encode_video(frames, padding_mask, image_sizes)
         if frame_indices is not None:
             visual = visual.select_frames(frame_indices)
+        if clip_index is not None:
+            visual = visual.take_clips(clip_index)
         text = self.encode_text(input_ids, attention_mask)
         return self.decode(visual, text)
 

@@ -46,6 +46,9 @@ __all__ = [
     "build_deeplab_backbone",
     "build_refvos",
     "postprocess_refvos_clip",
+    "refvos_frame_scores",
+    "refvos_query_outputs",
+    "torchvision_deeplab_converter",
 ]
 
 NUM_CLASSES = 2  # channel 0 = background, channel 1 = foreground (the referred object)
@@ -100,6 +103,7 @@ class RefVOSConfig:
     """
 
     model_type: ClassVar[str] = "refvos"
+    mask_stride: ClassVar[int] = 1  # pred_masks of the one-query view are at the input size
 
     backbone: str = "resnet101"
     output_stride: int = 8
@@ -263,10 +267,26 @@ class RefVOSVisualFeatures:
         aspp = self.aspp[None].expand(batch_size, *self.aspp.shape).flatten(0, 1)
         return RefVOSVisualFeatures(aspp, self.input_size, self.num_frames)
 
+    def select_clips(self, clip_index: Tensor) -> RefVOSVisualFeatures:
+        """One clip per sentence: clip_index int64 ``[S]`` (clip of each sentence) -> features of S clips."""
+        aspp = self.aspp.unflatten(0, (self.batch_size, self.num_frames))[clip_index.to(self.aspp.device)]
+        return RefVOSVisualFeatures(aspp.flatten(0, 1), self.input_size, self.num_frames)
+
+    def select_frames(self, frame_indices: Tensor) -> RefVOSVisualFeatures:
+        """Keep some frames of every clip: frame_indices int64 ``[b, k]`` -> features of k frames per clip
+        (the A2D / JHMDB evaluation decodes only the annotated frame, as with ReferFormer)."""
+        b = self.batch_size
+        aspp = self.aspp.unflatten(0, (b, self.num_frames))
+        index = frame_indices.to(aspp.device).long()
+        aspp = aspp[torch.arange(b, device=aspp.device)[:, None], index]
+        return RefVOSVisualFeatures(aspp.flatten(0, 1), self.input_size, int(index.shape[1]))
+
 
 class RefVOS(nn.Module):
     """DeepLabv3 + BERT, multiplied after the ASPP. Output of ``decode``/``forward``:
-    ``{"seg_logits": [B, T, 2, H, W]}``, background/foreground logits at the (padded) input size."""
+    ``{"seg_logits": [B, T, 2, H, W]}``, background/foreground logits at the (padded) input size;
+    ``decode`` also returns the one-query view of :func:`refvos_query_outputs` that the inference
+    code (``segment``, ``evaluate``, the Predictor, synthetic scoring) reads from every model."""
 
     model_type: ClassVar[str] = "refvos"
 
@@ -287,13 +307,15 @@ class RefVOS(nn.Module):
         if config.freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
 
-    def encode_video(self, frames: Tensor, padding_mask: Tensor | None = None) -> RefVOSVisualFeatures:
+    def encode_video(self, frames: Tensor, padding_mask: Tensor | None = None,
+                     image_sizes: Tensor | None = None) -> RefVOSVisualFeatures:
         """frames: normalised ``[b, t, 3, H, W]`` (or ``[t, 3, H, W]``); padding_mask: bool ``[b, t, H, W]``.
 
-        The padding mask is accepted for interface parity with ReferFormer and not used: padded
-        pixels are zeros (the mean colour) and every frame is convolved whole, as in DeepLabv3.
+        The padding mask and ``image_sizes`` are accepted for interface parity with ReferFormer and
+        not used: padded pixels are zeros (the mean colour) and every frame is convolved whole, as
+        in DeepLabv3.
         """
-        del padding_mask
+        del padding_mask, image_sizes
         if frames.dim() == 4:
             frames = frames[None]
         _, t, _, h, w = frames.shape
@@ -314,9 +336,10 @@ class RefVOS(nn.Module):
             sentence = out.last_hidden_state[:, 0]
         return self.text_proj(sentence)
 
-    def decode(self, visual: RefVOSVisualFeatures, sentence: Tensor) -> dict[str, Tensor]:
+    def decode(self, visual: RefVOSVisualFeatures, sentence: Tensor, with_queries: bool = True) -> dict[str, Tensor]:
         """Fuse and classify. ``visual`` holds one clip per sentence or one clip shared by all;
-        sentence: ``[B, C]``. Returns ``{"seg_logits": [B, T, 2, H, W]}``."""
+        sentence: ``[B, C]``. Returns ``{"seg_logits": [B, T, 2, H, W]}`` and, with ``with_queries``,
+        the one-query view ``pred_logits`` / ``pred_boxes`` / ``pred_masks`` (:func:`refvos_query_outputs`)."""
         b = sentence.shape[0]
         visual = visual.expand(b)
         t = visual.num_frames
@@ -324,16 +347,28 @@ class RefVOS(nn.Module):
         fused = (aspp * sentence[:, None, :, None, None].to(aspp.dtype)).flatten(0, 1)
         logits = self.classifier[1:](fused)
         logits = F.interpolate(logits, size=visual.input_size, mode="bilinear", align_corners=False)
-        return {"seg_logits": logits.unflatten(0, (b, t))}
+        out = {"seg_logits": logits.unflatten(0, (b, t))}
+        if with_queries:
+            out.update(refvos_query_outputs(out["seg_logits"]))
+        return out
 
     def forward(self, frames: Tensor, input_ids: Tensor, attention_mask: Tensor,
                 padding_mask: Tensor | None = None, image_sizes: Tensor | None = None,
-                token_type_ids: Tensor | None = None) -> dict[str, Tensor]:
-        """frames: ``[b, t, 3, H, W]`` normalised; input_ids / attention_mask: ``[b, L]`` (one sentence
-        per clip). ``image_sizes`` is accepted (the ReferFormer collate passes it) and unused."""
-        del image_sizes
+                token_type_ids: Tensor | None = None, frame_indices: Tensor | None = None,
+                clip_index: Tensor | None = None) -> dict[str, Tensor]:
+        """The training forward pass: ``{"seg_logits": [S, T, 2, H, W]}`` (no query view).
+
+        frames: ``[b, t, 3, H, W]`` normalised; input_ids / attention_mask: ``[S, L]``, one sentence
+        per clip (S = b) or, with ``clip_index`` int64 ``[S]``, the clip of each sentence (the
+        shared-clip collate). ``image_sizes`` is accepted (the ReferFormer collate passes it) and
+        unused; ``frame_indices`` (A2D / JHMDB) too: every frame is predicted and the loss reads
+        the annotated ones from the targets' ``valid_indices``.
+        """
+        del image_sizes, frame_indices
         visual = self.encode_video(frames, padding_mask)
-        return self.decode(visual, self.encode_text(input_ids, attention_mask, token_type_ids))
+        if clip_index is not None:
+            visual = visual.select_clips(clip_index)
+        return self.decode(visual, self.encode_text(input_ids, attention_mask, token_type_ids), with_queries=False)
 
     def load_text_encoder(self, path: str | Path) -> None:
         """Load BERT encoder weights saved by :func:`referformer.text_mlm.save_encoder_weights`."""
@@ -347,7 +382,53 @@ def build_refvos(config: RefVOSConfig) -> RefVOS:
     return RefVOS(config)
 
 
+def torchvision_deeplab_converter(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A torchvision ``deeplabv3_resnet*`` state dict -> RefVOS initial weights (``--init``): drops the
+    auxiliary FCN head (``aux_classifier.*``) and a final classifier conv whose class count is not 2
+    (COCO/VOC weights have 21); every other key is already RefVOS's. Our own checkpoints pass unchanged."""
+    final = "classifier.4."
+    drop_final = any(k.startswith(final) and v.shape[0] != NUM_CLASSES for k, v in state.items())
+    return {k: v for k, v in state.items()
+            if not k.startswith("aux_classifier.") and not (drop_final and k.startswith(final))}
+
+
 # ---- post-processing --------------------------------------------------------------------------------
+def refvos_frame_scores(fg_prob: Tensor, threshold: float = 0.5) -> Tensor:
+    """fg_prob ``[..., H, W]`` foreground probabilities -> per-frame score ``[...]``: the mean
+    probability inside the mask ``fg_prob > threshold``, or the frame's highest probability when the
+    mask is empty (then <= threshold). RefVOS has no score of its own: this one is ours."""
+    masks = fg_prob > threshold
+    area = masks.flatten(-2).sum(-1)
+    inside_mean = (fg_prob * masks).flatten(-2).sum(-1) / area.clamp(min=1)
+    return torch.where(area > 0, inside_mean, fg_prob.flatten(-2).max(-1).values)
+
+
+def refvos_query_outputs(seg_logits: Tensor, threshold: float = 0.5) -> dict[str, Tensor]:
+    """RefVOS logits as ReferFormer's output with one query and one class, what inference reads.
+
+    seg_logits ``[B, T, 2, H, W]`` -> ``pred_masks`` ``[B, T, 1, H, W]`` = ``fg - bg`` logits at the
+    (padded) input size (sigmoid = the softmax foreground probability, so ``> 0`` = the argmax);
+    ``pred_logits`` ``[B, T, 1, 1]`` = logit of :func:`refvos_frame_scores` (computed at the input
+    size, padding included); ``pred_boxes`` ``[B, T, 1, 4]`` = normalised cxcywh box of the mask at
+    the input size (inclusive pixel extents, zeros when empty). ReferFormer's ``pred_masks`` are at
+    stride 4: consumers resize to a target size, never by a fixed factor.
+    """
+    mask_logits = (seg_logits[:, :, FOREGROUND] - seg_logits[:, :, 1 - FOREGROUND]).float()
+    fg_prob = mask_logits.sigmoid()
+    scores = refvos_frame_scores(fg_prob, threshold)
+    masks = (fg_prob > threshold).flatten(0, 1)
+    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
+    nonempty = masks.flatten(1).any(-1)
+    if bool(nonempty.any()):
+        boxes[nonempty] = torchvision.ops.masks_to_boxes(masks[nonempty]).float()
+    height, width = (float(s) for s in mask_logits.shape[-2:])
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    cxcywh = torch.stack([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height], -1)
+    b, t = seg_logits.shape[:2]
+    return {"pred_masks": mask_logits[:, :, None], "pred_logits": torch.logit(scores, eps=1e-6)[..., None, None],
+            "pred_boxes": cxcywh.reshape(b, t, 1, 4)}
+
+
 def postprocess_refvos_clip(seg_logits: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
                             threshold: float = 0.5) -> ClipPrediction:
     """One clip, one sentence -> the same :class:`ClipPrediction` as ReferFormer's inference.
@@ -370,8 +451,7 @@ def postprocess_refvos_clip(seg_logits: Tensor, image_size: tuple[int, int], ori
     fg_prob = mask_logits.sigmoid()
     masks = fg_prob > threshold
     area = masks.flatten(1).sum(-1)
-    inside_mean = (fg_prob * masks).flatten(1).sum(-1) / area.clamp(min=1)
-    scores = torch.where(area > 0, inside_mean, fg_prob.flatten(1).max(-1).values)
+    scores = refvos_frame_scores(fg_prob, threshold)
 
     boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
     nonempty = area > 0

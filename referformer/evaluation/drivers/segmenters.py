@@ -89,8 +89,10 @@ class QuerySegmenter(Protocol):
 
 
 class ModelSegmenter:
-    """Runs a ReferFormer for the drivers: the video is encoded once per request and decoded for
-    the sentences in batches of ``sentence_batch_size``.
+    """Runs a model for the drivers: the video is encoded once per request and decoded for
+    the sentences in batches of ``sentence_batch_size``. Any model whose ``decode`` returns
+    ``pred_logits`` / ``pred_boxes`` / ``pred_masks`` works: ReferFormer, and RefVOS through its
+    one-query view (:func:`referformer.models.refvos.refvos_query_outputs`, masks at the input size).
 
     Video requests follow ``inference_ytvos.py`` / ``inference_davis.py``: ``Resize(short_side)``
     (no cap unless ``max_size``), one query per request chosen by the mean sigmoid score over its
@@ -151,8 +153,13 @@ class ModelSegmenter:
             out = self.model.decode(visual, self._text(batch))
             for i in range(len(batch)):
                 scores = out["pred_logits"][i, 0].float().sigmoid().max(-1).values  # [Q]
-                logits = F.interpolate(out["pred_masks"][i, 0][None].float(), scale_factor=4.0,
-                                       mode="bilinear", align_corners=False)[0]
+                # ReferFormer: the original's scale_factor=4 (not the input size: they differ where
+                # H or W is not a multiple of 4), then the crop; RefVOS's masks are at the input size
+                logits = out["pred_masks"][i, 0][None].float()
+                stride = getattr(self.model, "mask_stride", 4)
+                if stride != 1:
+                    logits = F.interpolate(logits, scale_factor=float(stride), mode="bilinear", align_corners=False)
+                logits = logits[0]
                 masks = (logits.sigmoid() > self.threshold)[:, :h, :w]
                 masks = F.interpolate(masks[None].float(), size=request.orig_size, mode="nearest")[0] > 0.5
                 boxes = cxcywh_to_xyxy_pixels(out["pred_boxes"][i, 0].float(), request.orig_size)
