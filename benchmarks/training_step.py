@@ -2,6 +2,7 @@
 
     python -m benchmarks.training_step [--batch 1 2] [--frames 5] [--size 288 512]
         [--preset resnet50-release] [--steps 2] [--amp none|bf16|fp16] [--fused-adamw] [--device cpu]
+        [--sentences-per-clip S]
 
 Random weights, random frames and one box/mask target per clip (the dataset target contract of
 ``referformer.engine.targets``), the engine's ``SetCriterion`` (Hungarian matcher, all aux layers)
@@ -10,6 +11,10 @@ per-level ``grid_sample`` deformable attention and the grouped-conv mask head li
 ours uses the gather deformable attention and the matmul mask head (both under autograd). The first
 step is a warm-up; the table shows the mean of the next ``--steps`` steps and the loss of the first
 step of each mode (the two must agree).
+
+``--sentences-per-clip S``: every batch row is a (clip, sentence) pair with S different sentences on
+each of ``batch`` clips (``batch * S`` rows, the original layout), and a third mode, "shared", runs the
+backbone once per clip (``forward(clip_index=...)``, the ``--sentences-per-clip`` training option).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for ours")
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--sentences-per-clip", type=int, default=1, metavar="S",
+                   help="S sentences per clip (rows = batch * S); adds the shared-backbone mode")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -70,10 +77,15 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.get_num_threads()} threads), torch {torch.__version__}")
     print("| batch | mode | step seconds | CPU seconds | first loss |")
     print("|---:|---|---:|---:|---:|")
-    modes = [("ours", False)] + ([] if args.no_reference else [("reference", True)])
+    s = args.sentences_per_clip
+    modes = [("ours", False)] + ([("shared", False)] if s > 1 else []) + ([] if args.no_reference else [("reference", True)])
     for batch in args.batch:
-        clips, ids, mask, targets = make_batch(batch, args.frames, tuple(args.size), vocab, device)
+        clips, ids, mask, targets = make_batch(batch * s, args.frames, tuple(args.size), vocab, device)
+        clips = clips[::s].repeat_interleave(s, 0)  # rows k*s .. k*s+s-1: one clip, s sentences
+        clip_index = torch.arange(batch, device=device).repeat_interleave(s)
         for name, ref in modes:
+            inputs = (clips[::s], ids, mask) if name == "shared" else (clips, ids, mask)
+            extra = {"clip_index": clip_index} if name == "shared" else {}
             model.load_state_dict(initial)
             params = [p for p in model.parameters() if p.requires_grad]
             fused = args.fused_adamw and not ref
@@ -86,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 for step in range(args.steps + 1):
                     start, cpu = time.perf_counter(), time.process_time()
                     with amp:
-                        out = model(clips, ids, mask)
+                        out = model(*inputs, **extra)
                         loss = criterion.total(criterion(out, targets))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         times.append(time.perf_counter() - start)
                         cpu_times.append(time.process_time() - cpu)
-            print(f"| {batch} | {name}{' +fused AdamW' if fused else ''}{'' if ref or dtype is None else ' +' + args.amp} "
+            print(f"| {batch}{f' x {s} sentences' if s > 1 else ''} | {name}{' +fused AdamW' if fused else ''}{'' if ref or dtype is None else ' +' + args.amp} "
                   f"| {sum(times) / len(times):.2f} | {sum(cpu_times) / len(cpu_times):.2f} | {first_loss:.5f} |",
                   flush=True)
     return 0

@@ -69,3 +69,24 @@ def test_short_synthetic_training_learns(synthetic_root, tmp_path):
     # teach the first. Measured (selected, best query): before (0.035, 0.079), after (0.035, 0.27).
     assert after[1] > before[1] + 0.1 and after[1] > 0.2, (before, after)
     assert after[0] >= before[0] - 0.02, (before, after)
+
+
+def test_export_writes_the_bundled_layout(tmp_path):
+    """``train_tiny.export``: a training checkpoint -> fp16 ``save_pretrained`` folder + tokenizer that
+    loads back to the same weights (up to fp16 rounding) and is readable by everyone."""
+    from referformer.checkpoint import from_pretrained
+    from referformer.models import build_model
+    from referformer.synthetic.model import synthetic_tiny_config
+    from referformer.synthetic.train_tiny import export
+    from referformer.text import load_tokenizer
+
+    torch.manual_seed(0)
+    model = build_model(synthetic_tiny_config())
+    torch.save({"model": model.state_dict(), "progress": {"global_step": 3}}, tmp_path / "last.pth")
+    out = export(tmp_path / "last.pth", tmp_path / "model", {"name": "synthetic-tiny"})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.rglob("*") if p.is_file())
+    loaded = from_pretrained(out)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name].float(), value.half().float(), atol=0, rtol=0)
+    assert load_tokenizer(out / "tokenizer")("the red circle")["input_ids"][0] == 0  # <s>

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from referformer.checkpoint import safe_torch_load
 from referformer.synthetic.model import DATA_SEED, SPLIT_VIDEOS
 
 STEPS = ("data", "train", "export", "evaluate")
@@ -60,24 +60,13 @@ def train(work: Path, processes: int = 2, extra: list[str] | None = None) -> Pat
     return run / "last.pth"
 
 
-def load_training_checkpoint_model(checkpoint: str | Path) -> torch.nn.Module:
-    """The ``synthetic-tiny`` model (eval mode) with the weights of a training checkpoint."""
-    from referformer.models import build_model
-    from referformer.synthetic.model import synthetic_tiny_config
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = build_model(synthetic_tiny_config(), init_weights=False)
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
 def export(checkpoint: str | Path, out: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Half-precision ``save_pretrained`` folder (``config.json``, ``model.safetensors``) + ``tokenizer/``."""
-    from referformer.checkpoint import save_pretrained
+    from referformer.checkpoint import export_training_checkpoint
+    from referformer.synthetic.model import synthetic_tiny_config
     from referformer.synthetic.tokenizer import build_synthetic_tokenizer
 
-    model = load_training_checkpoint_model(checkpoint)
-    out = save_pretrained(model.half(), out, metadata=metadata)
+    out = export_training_checkpoint(checkpoint, synthetic_tiny_config(), out, metadata=metadata, half=True)
     build_synthetic_tokenizer(out / "tokenizer")
     for path in out.rglob("*"):
         if path.is_file():
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {train(work, args.processes, args.train_args)}")
     if "export" in args.steps:
         checkpoint = args.checkpoint or work / "run" / "last.pth"
-        progress = torch.load(checkpoint, map_location="cpu", weights_only=True).get("progress", {})
+        progress = safe_torch_load(checkpoint).get("progress", {})
         metadata = {"name": "synthetic-tiny", "recipe": "synthetic-tiny", "data_seed": DATA_SEED,
                     "split_videos": SPLIT_VIDEOS, "optimizer_steps": progress.get("global_step"),
                     "reproduce": "python -m referformer.synthetic.train_tiny --work DIR"}
