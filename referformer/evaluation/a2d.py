@@ -1,7 +1,7 @@
 """A2D-Sentences / JHMDB-Sentences metrics: P@K, overall and mean IoU, COCO mAP (two protocols).
 
 Numerically equal to ReferFormer's ``engine.evaluate_a2d`` + ``datasets/a2d_eval.py`` (from MTTR);
-see ``/work/shared/reference/METRICS.md`` and ``docs/evaluation.md``:
+see ``../shared/reference/METRICS.md`` and ``docs/evaluation.md``:
 
 * per GT image the highest-scoring prediction is used (``sorted(preds, key=score)[-1]``: a stable
   sort, so among tied scores the one that comes *last* in the results list wins);

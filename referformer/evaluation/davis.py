@@ -2,7 +2,7 @@
 
 Numerically equal to ``davis2017-evaluation`` (``davis2017/metrics.py``, ``utils.db_statistics``,
 ``evaluation._evaluate_unsupervised``) as driven by ReferFormer's ``eval_davis.py``; see
-``/work/shared/reference/METRICS.md`` and ``docs/evaluation.md``. The same per-frame functions serve
+``../shared/reference/METRICS.md`` and ``docs/evaluation.md``. The same per-frame functions serve
 MeViS (:mod:`referformer.evaluation.mevis`).
 
 Written by hand (no library computes these exact definitions): the boundary map rule, the

@@ -1,6 +1,6 @@
 """MeViS ``valid_u`` offline evaluation: J, F and J&F averaged over expressions.
 
-Numerically equal to MeViS ``tools/eval_mevis.py`` (``/work/shared/reference/formats/MEVIS.md`` §8):
+Numerically equal to MeViS ``tools/eval_mevis.py`` (``../shared/reference/formats/MEVIS.md`` §8):
 per expression, J and F are averaged over **all** frames of its video (DAVIS per-frame measures,
 no void), then ``J = mean_e J_e``, ``F = mean_e F_e``, ``J&F = (J + F) / 2``. Prediction PNGs are
 read with ``cv2.IMREAD_GRAYSCALE`` and any non-zero pixel is foreground; the ground truth of a frame

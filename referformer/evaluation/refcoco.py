@@ -1,6 +1,6 @@
 """RefCOCO / RefCOCO+ / RefCOCOg: REC precision@0.5 (box IoU) and RIS overall IoU.
 
-``/work/shared/reference/METRICS.md`` states only that ReferFormer prints "the same P@K / IoU
+``../shared/reference/METRICS.md`` states only that ReferFormer prints "the same P@K / IoU
 functions (box and mask)" as A2D for RefCOCO validation. The mask path is therefore exactly
 :mod:`referformer.evaluation.a2d` (best-scoring prediction per sentence, float32 epsilon IoU,
 ``ΣI / ΣU``). For boxes we apply the same rules to box areas (continuous ``xyxy`` coordinates, no
