@@ -257,15 +257,25 @@ def test_clip_requests_a2d_refcoco_style(tiny_folder):
     frames = torch.randn(3, 3, 40, 50)  # pads to 64 x 64
     request = ClipRequest("v", frames, frame_index=1, orig_size=(80, 100), sample_ids=(7, 8),
                           sentences=("the red circle", "a square"))
+    ids, mask = tokenize(tokenizer, list(request.sentences))
+    padded = F.pad(frames, (0, 14, 0, 24))[None]
+
+    def frame_logits():
+        with torch.inference_mode():
+            return model.decode(model.encode_video(padded), model.encode_text(ids, mask))["seg_logits"][:, 1]
+
+    # the random model says "foreground" everywhere: move the foreground bias to the median of
+    # fg - bg, so that the masks have a shape (a mask resized by a wrong factor then differs)
+    with torch.no_grad():
+        seg = frame_logits()
+        model.classifier[-1].bias[1] -= (seg[:, 1] - seg[:, 0])[:, :40, :50].median()
+    seg = frame_logits()
     predictions = ModelSegmenter(model, tokenizer).queries(request)
     assert len(predictions) == 2
-    ids, mask = tokenize(tokenizer, list(request.sentences))
-    with torch.inference_mode():
-        padded = F.pad(frames, (0, 14, 0, 24))[None]
-        seg = model.decode(model.encode_video(padded), model.encode_text(ids, mask))["seg_logits"][:, 1]
     for i, prediction in enumerate(predictions):
         assert prediction.masks.shape == (1, 80, 100) and prediction.scores.shape == (1,)
         expected = (seg[i, 1] > seg[i, 0])[:40, :50]
+        assert 0.2 < expected.float().mean() < 0.8
         expected = F.interpolate(expected[None, None].float(), size=(80, 100), mode="nearest")[0] > 0.5
         assert torch.equal(prediction.masks, expected)
 

@@ -103,7 +103,6 @@ class RefVOSConfig:
     """
 
     model_type: ClassVar[str] = "refvos"
-    mask_stride: ClassVar[int] = 1  # pred_masks of the one-query view are at the input size
 
     backbone: str = "resnet101"
     output_stride: int = 8
@@ -289,6 +288,7 @@ class RefVOS(nn.Module):
     code (``segment``, ``evaluate``, the Predictor, synthetic scoring) reads from every model."""
 
     model_type: ClassVar[str] = "refvos"
+    mask_stride: ClassVar[int] = 1  # pred_masks of the one-query view are at the input size
 
     def __init__(self, config: RefVOSConfig) -> None:
         super().__init__()

@@ -156,9 +156,9 @@ class ModelSegmenter:
                 # ReferFormer: the original's scale_factor=4 (not the input size: they differ where
                 # H or W is not a multiple of 4), then the crop; RefVOS's masks are at the input size
                 logits = out["pred_masks"][i, 0][None].float()
-                stride = getattr(self.model, "mask_stride", 4)
-                if stride != 1:
-                    logits = F.interpolate(logits, scale_factor=float(stride), mode="bilinear", align_corners=False)
+                if self.model.mask_stride != 1:
+                    logits = F.interpolate(logits, scale_factor=float(self.model.mask_stride), mode="bilinear",
+                                           align_corners=False)
                 logits = logits[0]
                 masks = (logits.sigmoid() > self.threshold)[:, :h, :w]
                 masks = F.interpolate(masks[None].float(), size=request.orig_size, mode="nearest")[0] > 0.5
