@@ -71,7 +71,12 @@ class ReferFormerCollate:
         from referformer.data import collate_clips
 
         batch = collate_clips(samples)
-        tokens = self.tokenizer([t["caption"] for t in batch.targets], padding="longest", return_tensors="pt")
+        return self.inputs(batch, batch.targets), batch.targets
+
+    def inputs(self, batch: Any, sentence_targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Model inputs for the padded clips of ``batch`` (a :class:`referformer.data.VideoBatch`) and
+        the captions of ``sentence_targets`` (one per clip, or more with ``clip_index``)."""
+        tokens = self.tokenizer([t["caption"] for t in sentence_targets], padding="longest", return_tensors="pt")
         inputs = {
             "frames": batch.frames,
             "padding_mask": batch.padding_mask,
@@ -83,20 +88,21 @@ class ReferFormerCollate:
             # A2D / JHMDB: the original decodes only the annotated frames, selected after the backbone
             inputs["frame_indices"] = torch.stack([torch.as_tensor(t["valid_indices"]).long()
                                                    for t in batch.targets])
-        return inputs, batch.targets
+        return inputs
 
 
 class SharedClipCollate(ReferFormerCollate):
     """Items of :class:`referformer.data.shared_clips.SharedClipSentences` ``(frames, [targets])`` ->
-    ``(inputs, targets)``: ``frames`` / ``padding_mask`` hold each clip once, ``input_ids`` /
-    ``attention_mask`` / ``image_sizes`` one row per sentence, ``clip_index`` [s] the clip of each
+    ``(inputs, targets)``: ``frames`` / ``padding_mask`` / ``image_sizes`` hold each clip once,
+    ``input_ids`` / ``attention_mask`` one row per sentence, ``clip_index`` [s] the clip of each
     sentence (``ReferFormer.forward(clip_index=...)``); ``targets`` one per sentence."""
 
     def __call__(self, samples: list[Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-        inputs, _ = super().__call__([(frames, targets[0]) for frames, targets in samples])
+        from referformer.data import collate_clips
+
+        batch = collate_clips([(frames, targets[0]) for frames, targets in samples])
         targets = [t for _, clip_targets in samples for t in clip_targets]
-        tokens = self.tokenizer([t["caption"] for t in targets], padding="longest", return_tensors="pt")
-        inputs["input_ids"], inputs["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+        inputs = self.inputs(batch, targets)
         inputs["clip_index"] = torch.tensor([c for c, (_, ts) in enumerate(samples) for _ in ts], dtype=torch.long)
         return inputs, targets
 
@@ -119,14 +125,10 @@ def _synthetic_components(
     """The synthetic benchmark (``referformer synth`` layout) with the ``synthetic-tiny`` model
     (or ``config.model_preset``), the synthetic tokenizer and the native-size transform."""
     from referformer.models import build_model
-    from referformer.presets import get_preset
     from referformer.synthetic.model import init_text_encoder, synthetic_tiny_config
 
     dataset = _synthetic_train_dataset(config, root, dataset_options)
-    model_config = get_preset(config.model_preset).config if config.model_preset else synthetic_tiny_config()
-    model_config = model_config.replace(
-        freeze_text_encoder=config.freeze_text_encoder, aux_loss=config.aux_loss,
-        dec_layers=config.num_decoder_layers, num_classes=1 if config.binary else model_config.num_classes)
+    model_config = _referformer_config(config, synthetic_tiny_config)
 
     def model_factory() -> nn.Module:
         model = build_model(model_config)
@@ -142,14 +144,25 @@ def _synthetic_components(
     )
 
 
+def _referformer_config(config: TrainConfig, default: Callable[[], Any]) -> Any:
+    """The ReferFormer ``ModelConfig`` of a recipe: its ``model_preset`` (else ``default()``) with the
+    recipe's text-encoder freezing, auxiliary losses, decoder depth and class count."""
+    from referformer.presets import get_preset
+
+    model_config = get_preset(config.model_preset).config if config.model_preset else default()
+    return model_config.replace(
+        freeze_text_encoder=config.freeze_text_encoder,
+        aux_loss=config.aux_loss,
+        dec_layers=config.num_decoder_layers,
+        num_classes=1 if config.binary else model_config.num_classes,
+    )
+
+
 def _collate(config: TrainConfig, tokenizer: Any) -> ReferFormerCollate:
     return SharedClipCollate(tokenizer) if config.sentences_per_clip > 1 else ReferFormerCollate(tokenizer)
 
 
 # ---- RefVOS ----------------------------------------------------------------------------------------
-MODELS = ("referformer", "refvos")
-
-
 def _synthetic_train_dataset(config: TrainConfig, root: str | Path | None,
                              dataset_options: dict[str, Any] | None) -> Dataset:
     """The training split of a ``referformer synth`` dataset as the synthetic recipes use it: native
@@ -261,8 +274,10 @@ def build_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None = None, dataset_options: dict[str, Any] | None = None
 ) -> TrainingComponents:
     """Model factory, training dataset, collate, forward and criterion functions for ``config``."""
-    if config.model not in MODELS:
-        raise UserError(f"recipe {config.name!r}: unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
+    from referformer.checkpoint import MODEL_TYPES  # the one registry of model names
+
+    if config.model not in MODEL_TYPES:
+        raise UserError(f"recipe {config.name!r}: unknown model {config.model!r}; choose one of {', '.join(MODEL_TYPES)}")
     if config.model == "refvos":
         return _refvos_components(config, root, tokenizer, dataset_options)
     if config.text_encoder_init or config.class_weights:
@@ -281,15 +296,9 @@ def build_components(
         return _synthetic_components(config, root, tokenizer, dataset_options)
     dataset = _train_dataset(config, root, dataset_options)
     from referformer.models import build_model
-    from referformer.presets import get_preset, release_config
+    from referformer.presets import release_config
 
-    model_config = get_preset(config.model_preset).config if config.model_preset else release_config("resnet50")
-    model_config = model_config.replace(
-        freeze_text_encoder=config.freeze_text_encoder,
-        aux_loss=config.aux_loss,
-        dec_layers=config.num_decoder_layers,
-        num_classes=1 if config.binary else model_config.num_classes,
-    )
+    model_config = _referformer_config(config, lambda: release_config("resnet50"))
     tokenizer_name = tokenizer or model_config.text_encoder.tokenizer
     return TrainingComponents(
         model_factory=lambda: build_model(model_config),
