@@ -50,6 +50,12 @@ class TextEncoderConfig:
     # Hugging Face name (looked up offline in the local cache) or a local directory.
     tokenizer: str = "roberta-base"
 
+    @property
+    def max_tokens(self) -> int:
+        """Longest tokenised sentence (special tokens included) the encoder accepts: RoBERTa counts
+        positions from ``pad_token_id + 1`` (512 for roberta-base)."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
     def roberta_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``transformers.RobertaConfig`` (everything but the tokenizer and attention choice)."""
         d = dataclasses.asdict(self)

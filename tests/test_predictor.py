@@ -262,6 +262,17 @@ def test_long_sentence_is_refused(predictor: Predictor) -> None:
         predictor.encode_sentences(["the dog", "word " * 80])
 
 
+def test_text_configs_know_their_longest_sentence() -> None:
+    """RoBERTa counts positions from pad_token_id + 1, BERT from 0: both base models take 512 tokens."""
+    from referformer.config import TextEncoderConfig
+    from referformer.models.refvos import BertTextConfig
+
+    assert TextEncoderConfig().max_tokens == 512  # 514 positions, pad id 1
+    assert TextEncoderConfig(max_position_embeddings=66, pad_token_id=1).max_tokens == 64
+    assert BertTextConfig().max_tokens == 512
+    assert BertTextConfig(max_position_embeddings=64).max_tokens == 64
+
+
 def test_resolve_checkpoint(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_checkpoint(model_dir) == model_dir
     with pytest.raises(UserError, match="checkpoint not found"):

@@ -332,13 +332,8 @@ class Predictor:
     @property
     def max_tokens(self) -> int:
         """Longest tokenised sentence (special tokens included) the text encoder accepts (512 for
-        RoBERTa-base: positions - padding id - 1; for RefVOS's BERT: its positions, 512)."""
-        from referformer.checkpoint import model_type_of
-
-        text = self.model.config.text_encoder
-        if model_type_of(self.model.config) == "refvos":  # BERT counts positions from 0, not from pad + 1
-            return text.max_position_embeddings
-        return text.max_position_embeddings - text.pad_token_id - 1
+        RoBERTa-base and for RefVOS's BERT-base; the text config knows how its model counts positions)."""
+        return self.model.config.text_encoder.max_tokens
 
     def encode_sentences(self, sentences: Sequence[str]) -> list[tuple[list[int], Any]]:
         """Tokenise and encode the sentences once: ``[(sentence indices, TextFeatures)]`` per batch.

@@ -80,6 +80,11 @@ class BertTextConfig:
     # Hugging Face name (looked up offline in the local cache) or a local directory.
     tokenizer: str = "bert-base-uncased"
 
+    @property
+    def max_tokens(self) -> int:
+        """Longest tokenised sentence (special tokens included): BERT counts positions from 0."""
+        return self.max_position_embeddings
+
     def bert_config(self) -> Any:
         """The ``transformers.BertConfig`` of these fields."""
         from transformers import BertConfig
