@@ -69,28 +69,15 @@ class VisualFeatures:
         if self.batch_size != 1:
             raise ValueError(f"cannot expand visual features of {self.batch_size} clips to {batch_size}")
 
-        def rep(x: Tensor) -> Tensor:
-            return _repeat_clip(x, batch_size)
+        return self._map(lambda x: _repeat_clip(x, batch_size), image_sizes=self.image_sizes.expand(batch_size, 2))
 
-        return replace(self, srcs=[rep(x) for x in self.srcs], masks=[rep(x) for x in self.masks],
-                       pos=[rep(x) for x in self.pos], fine_features=rep(self.fine_features),
-                       fine_mask=rep(self.fine_mask), fine_pos=rep(self.fine_pos),
-                       image_sizes=self.image_sizes.expand(batch_size, 2))
-
-    def take_clips(self, clip_index: Tensor) -> "VisualFeatures":
+    def select_clips(self, clip_index: Tensor) -> "VisualFeatures":
         """Clips ``clip_index`` ([b'] int positions in ``0..batch_size-1``, repeats allowed): the
         encoding of ``b'`` clips, e.g. one per sentence when several sentences share a clip in training."""
         clip_index = torch.as_tensor(clip_index, device=self.srcs[0].device).long().reshape(-1)
         t = self.num_frames
-        flat = (clip_index[:, None] * t + torch.arange(t, device=clip_index.device)).reshape(-1)
-
-        def pick(x: Tensor) -> Tensor:
-            return x.index_select(0, flat)
-
-        return replace(self, srcs=[pick(x) for x in self.srcs], masks=[pick(x) for x in self.masks],
-                       pos=[pick(x) for x in self.pos], fine_features=pick(self.fine_features),
-                       fine_mask=pick(self.fine_mask), fine_pos=pick(self.fine_pos),
-                       image_sizes=self.image_sizes.index_select(0, clip_index))
+        rows = (clip_index[:, None] * t + torch.arange(t, device=clip_index.device)).reshape(-1)
+        return self._map(lambda x: x.index_select(0, rows), image_sizes=self.image_sizes.index_select(0, clip_index))
 
     def select_frames(self, frame_indices: Tensor) -> "VisualFeatures":
         """Keep frames ``frame_indices`` ([b, k] positions within each clip; ``num_frames`` becomes k).
@@ -100,15 +87,14 @@ class VisualFeatures:
         """
         frame_indices = torch.as_tensor(frame_indices, device=self.srcs[0].device).long().reshape(self.batch_size, -1)
         offsets = torch.arange(self.batch_size, device=frame_indices.device)[:, None] * self.num_frames
-        flat = (frame_indices + offsets).reshape(-1)
+        rows = (frame_indices + offsets).reshape(-1)
+        return self._map(lambda x: x.index_select(0, rows), num_frames=int(frame_indices.shape[1]))
 
-        def pick(x: Tensor) -> Tensor:
-            return x.index_select(0, flat)
-
-        return replace(self, srcs=[pick(x) for x in self.srcs], masks=[pick(x) for x in self.masks],
-                       pos=[pick(x) for x in self.pos], fine_features=pick(self.fine_features),
-                       fine_mask=pick(self.fine_mask), fine_pos=pick(self.fine_pos),
-                       num_frames=int(frame_indices.shape[1]))
+    def _map(self, fn: Any, **changes: Any) -> "VisualFeatures":
+        """``fn`` applied to every per-frame tensor ([N, ...] -> [N', ...]), other fields from ``changes``."""
+        return replace(self, srcs=[fn(x) for x in self.srcs], masks=[fn(x) for x in self.masks],
+                       pos=[fn(x) for x in self.pos], fine_features=fn(self.fine_features),
+                       fine_mask=fn(self.fine_mask), fine_pos=fn(self.fine_pos), **changes)
 
 
 def _repeat_clip(x: Tensor, batch_size: int) -> Tensor:
@@ -334,7 +320,7 @@ class ReferFormer(nn.Module):
         if frame_indices is not None:
             visual = visual.select_frames(frame_indices)
         if clip_index is not None:
-            visual = visual.take_clips(clip_index)
+            visual = visual.select_clips(clip_index)
         text = self.encode_text(input_ids, attention_mask)
         return self.decode(visual, text)
 

@@ -408,6 +408,19 @@ def refvos_frame_scores(fg_prob: Tensor, threshold: float = 0.5) -> Tensor:
     return torch.where(area > 0, inside_mean, fg_prob.flatten(-2).max(-1).values)
 
 
+def _mask_boxes(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """masks bool ``[N, H, W]`` -> (``[N, 4]`` xyxy pixels, inclusive extents; ``[N, 4]`` cxcywh
+    normalised by (W, H)); zeros for an empty mask."""
+    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
+    nonempty = masks.flatten(1).any(-1)
+    if bool(nonempty.any()):
+        boxes[nonempty] = torchvision.ops.masks_to_boxes(masks[nonempty]).float()
+    height, width = (float(s) for s in masks.shape[-2:])
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    cxcywh = torch.stack([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height], -1)
+    return boxes, cxcywh
+
+
 def refvos_query_outputs(seg_logits: Tensor, threshold: float = 0.5) -> dict[str, Tensor]:
     """RefVOS logits as ReferFormer's output with one query and one class, what inference reads.
 
@@ -416,19 +429,12 @@ def refvos_query_outputs(seg_logits: Tensor, threshold: float = 0.5) -> dict[str
     ``pred_logits`` ``[B, T, 1, 1]`` = logit of :func:`refvos_frame_scores` (computed at the input
     size, padding included); ``pred_boxes`` ``[B, T, 1, 4]`` = normalised cxcywh box of the mask at
     the input size (inclusive pixel extents, zeros when empty). ReferFormer's ``pred_masks`` are at
-    stride 4: consumers resize to a target size, never by a fixed factor.
+    stride 4: consumers read the model's ``mask_stride`` (1 here) or resize to a target size.
     """
     mask_logits = (seg_logits[:, :, FOREGROUND] - seg_logits[:, :, 1 - FOREGROUND]).float()
     fg_prob = mask_logits.sigmoid()
     scores = refvos_frame_scores(fg_prob, threshold)
-    masks = (fg_prob > threshold).flatten(0, 1)
-    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
-    nonempty = masks.flatten(1).any(-1)
-    if bool(nonempty.any()):
-        boxes[nonempty] = torchvision.ops.masks_to_boxes(masks[nonempty]).float()
-    height, width = (float(s) for s in mask_logits.shape[-2:])
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    cxcywh = torch.stack([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height], -1)
+    _, cxcywh = _mask_boxes((fg_prob > threshold).flatten(0, 1))
     b, t = seg_logits.shape[:2]
     return {"pred_masks": mask_logits[:, :, None], "pred_logits": torch.logit(scores, eps=1e-6)[..., None, None],
             "pred_boxes": cxcywh.reshape(b, t, 1, 4)}
@@ -455,16 +461,8 @@ def postprocess_refvos_clip(seg_logits: Tensor, image_size: tuple[int, int], ori
     mask_logits = logits[:, FOREGROUND] - logits[:, 1 - FOREGROUND]
     fg_prob = mask_logits.sigmoid()
     masks = fg_prob > threshold
-    area = masks.flatten(1).sum(-1)
     scores = refvos_frame_scores(fg_prob, threshold)
-
-    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
-    nonempty = area > 0
-    if nonempty.any():
-        boxes[nonempty] = torchvision.ops.masks_to_boxes(masks[nonempty]).float()
-    height, width = (float(s) for s in orig_size)
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    boxes_cxcywh = torch.stack([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height], -1)
+    boxes, boxes_cxcywh = _mask_boxes(masks)
     return ClipPrediction(
         masks=masks, mask_logits=mask_logits, boxes=boxes, scores=scores, query_scores=scores.mean()[None],
         query=0, logits=torch.logit(scores, eps=1e-6)[:, None], boxes_cxcywh=boxes_cxcywh, reference_points=None)
