@@ -28,7 +28,7 @@ import json
 import pickle
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -311,6 +311,13 @@ def build_from_config(config: Any, init_weights: bool = True) -> nn.Module:
     return MODEL_TYPES[model_type_of(config)][1](config, init_weights)
 
 
+def check_all_keys_loaded(missing: Sequence[str], unexpected: Sequence[str], mismatch: str) -> None:
+    """Raise ``CheckpointMismatchError("<mismatch>: missing ..., unexpected ...")`` (first 3 keys of each)
+    unless a non-strict load found every key of the model and nothing else."""
+    if missing or unexpected:
+        raise CheckpointMismatchError(f"{mismatch}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+
+
 def save_pretrained(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created); returns the directory."""
     from safetensors.torch import save_model
@@ -350,10 +357,7 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     if not weights.is_file():
         raise UserError(f"{weights} not found; the converted model directory is incomplete")
     model = build_from_config(config, init_weights=False)
-    missing, unexpected = load_model(model, str(weights), strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatchError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:3]}, "
-                                      f"unexpected {sorted(unexpected)[:3]}")
+    check_all_keys_loaded(*load_model(model, str(weights), strict=False), f"{weights} does not match {CONFIG_FILE}")
     return model.to(device).eval()
 
 
@@ -369,10 +373,8 @@ def export_training_checkpoint(checkpoint: str | Path, config: Any, directory: s
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     model = build_from_config(config, init_weights=False)
-    missing, unexpected = model.load_state_dict(dict(state), strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatchError(f"{checkpoint} does not hold a model of the given config: missing "
-                                      f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    check_all_keys_loaded(*model.load_state_dict(dict(state), strict=False),
+                          f"{checkpoint} does not hold a model of the given config")
     model = model.eval()
     directory = save_pretrained(model.half() if half else model, directory, metadata=metadata)
     if tokenizer_dir is not None:

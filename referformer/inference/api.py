@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from referformer.errors import CheckpointMismatchError, UserError
+from referformer.errors import UserError
 from referformer.inference.postprocess import postprocess_clip
 from referformer.inference.preprocess import FramesInput, preprocess_frames
 from referformer.text import load_tokenizer, normalize_sentence, tokenize
@@ -51,7 +51,7 @@ def load_model(source: str | Path, preset: str | None = None, device: str | torc
     training checkpoints (``last.pth``; RefVOS has no official checkpoint format here). A folder
     builds the model its ``config.json`` names (ReferFormer or RefVOS).
     """
-    from referformer.checkpoint import (build_from_config, from_pretrained, infer_architecture,
+    from referformer.checkpoint import (build_from_config, check_all_keys_loaded, from_pretrained, infer_architecture,
                                         load_official_state_dict, model_type_of, read_official_checkpoint)
     from referformer.models import build_model
     from referformer.presets import get_preset
@@ -68,10 +68,7 @@ def load_model(source: str | Path, preset: str | None = None, device: str | torc
     config = get_preset(preset).config
     if model_type_of(config) != "referformer":
         model = build_from_config(config, init_weights=False)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise CheckpointMismatchError(f"{source} does not match preset {preset!r}: missing {sorted(missing)[:3]}, "
-                                          f"unexpected {sorted(unexpected)[:3]}")
+        check_all_keys_loaded(*model.load_state_dict(sd, strict=False), f"{source} does not match preset {preset!r}")
         return model.to(device).eval()
     model = build_model(config, init_weights=False)
     load_official_state_dict(model, sd)
