@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m referformer.text_mlm``: the MLM step of RefVOS (see the module docstring)."""
     import argparse
 
-    from referformer.checkpoint import build_from_config
+    from referformer.models.refvos import RefVOSConfig, build_bert
     from referformer.presets import get_preset
     from referformer.text import load_tokenizer
 
@@ -318,10 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sentences = training_sentences(args.root, args.split)
         else:
             sentences = args.sentences.read_text(encoding="utf-8").splitlines()
-        model = build_from_config(get_preset(args.preset).config)
-        if not hasattr(model, "load_text_encoder"):
+        model_config = get_preset(args.preset).config
+        if not isinstance(model_config, RefVOSConfig):
             raise UserError(f"preset {args.preset!r} is not a RefVOS model (see `referformer presets`)")
-        encoder = model.text_encoder
+        encoder = build_bert(model_config)  # only the BERT is trained here, not the whole RefVOS
         if args.init:
             load_bert_weights(encoder, args.init)
         tokenizer = load_tokenizer(args.tokenizer)

@@ -43,6 +43,7 @@ __all__ = [
     "RefVOS",
     "RefVOSConfig",
     "RefVOSVisualFeatures",
+    "build_bert",
     "build_deeplab_backbone",
     "build_refvos",
     "postprocess_refvos_clip",
@@ -286,6 +287,15 @@ class RefVOSVisualFeatures:
         return RefVOSVisualFeatures(aspp.flatten(0, 1), self.input_size, int(index.shape[1]))
 
 
+def build_bert(config: RefVOSConfig) -> nn.Module:
+    """RefVOS's text encoder: a random ``transformers.BertModel`` of ``config.text_encoder``, without the
+    pooler when ``sentence_embedding`` does not use it (so that no parameter is left without a gradient
+    under DDP)."""
+    from transformers import BertModel
+
+    return BertModel(config.text_encoder.bert_config(), add_pooling_layer=config.sentence_embedding == "pooler")
+
+
 class RefVOS(nn.Module):
     """DeepLabv3 + BERT, multiplied after the ASPP. Output of ``decode``/``forward``:
     ``{"seg_logits": [B, T, 2, H, W]}``, background/foreground logits at the (padded) input size;
@@ -297,15 +307,11 @@ class RefVOS(nn.Module):
 
     def __init__(self, config: RefVOSConfig) -> None:
         super().__init__()
-        from transformers import BertModel
-
         config.validate()
         self.config = config
         self.backbone, backbone_channels = build_deeplab_backbone(config.backbone, config.output_stride)
         self.classifier = build_deeplab_head(backbone_channels, config.atrous_rates, config.aspp_channels)
-        # Without the pooler when unused, so that no parameter is left without a gradient (DDP).
-        self.text_encoder = BertModel(config.text_encoder.bert_config(),
-                                      add_pooling_layer=config.sentence_embedding == "pooler")
+        self.text_encoder = build_bert(config)
         self.text_proj = nn.Linear(config.text_encoder.hidden_size, config.aspp_channels)
         if not config.train_backbone:
             self.backbone.requires_grad_(False)
