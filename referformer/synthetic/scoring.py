@@ -13,7 +13,7 @@ the referent is absent count, as in Ref-YouTube-VOS); J&F = (J + F) / 2.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,21 +60,35 @@ def segment_windows(model: nn.Module, tokenizer: Any, frames: Sequence[Image.Ima
     return np.concatenate(parts, axis=1)
 
 
+def _split_meta(root: Path, split: str) -> dict[str, Any]:
+    """``{video id: entry}`` of ``root/meta_expressions/<split>/meta_expressions.json``."""
+    return json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
+
+
+def _split_videos(root: Path, split: str, meta: dict[str, Any],
+                  videos: Sequence[str]) -> Iterator[tuple[str, dict, list, np.ndarray]]:
+    """``(video id, meta entry, RGB frames, object-id labels uint8 [T, H, W])`` of ``videos`` of
+    ``root/<split>``, read one video at a time."""
+    for video in videos:
+        entry = meta[video]
+        frames = [Image.open(root / split / "JPEGImages" / video / f"{name}.jpg").convert("RGB")
+                  for name in entry["frames"]]
+        labels = np.stack([np.array(Image.open(root / split / "Annotations" / video / f"{name}.png"))
+                           for name in entry["frames"]])
+        yield video, entry, frames, labels
+
+
 def score_split(model: nn.Module, tokenizer: Any, root: str | Path, split: str = "test", window: int = 5,
                 max_videos: int | None = None, progress: bool = True) -> list[ExpressionScore]:
     """J and F of every expression of ``root/<split>`` (a ``referformer synth`` dataset)."""
     from tqdm.auto import tqdm
 
     root = Path(root)
-    meta = json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
+    meta = _split_meta(root, split)
     videos = sorted(meta)[:max_videos]
     scores = []
-    for video in tqdm(videos, desc=f"{split} window {window}", disable=not progress):
-        entry = meta[video]
-        frames = [Image.open(root / split / "JPEGImages" / video / f"{name}.jpg").convert("RGB")
-                  for name in entry["frames"]]
-        labels = np.stack([np.array(Image.open(root / split / "Annotations" / video / f"{name}.png"))
-                           for name in entry["frames"]])
+    for video, entry, frames, labels in tqdm(_split_videos(root, split, meta, videos), total=len(videos),
+                                             desc=f"{split} window {window}", disable=not progress):
         exp_ids = sorted(entry["expressions"], key=int)
         sentences = [entry["expressions"][e]["exp"] for e in exp_ids]
         masks = segment_windows(model, tokenizer, frames, sentences, window)
@@ -120,14 +134,9 @@ def query_jf_split(model: nn.Module, tokenizer: Any, root: str | Path, split: st
     from referformer.text import tokenize
 
     root = Path(root)
-    meta = json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
+    meta = _split_meta(root, split)
     selected, best = [], []
-    for video in sorted(meta)[:max_videos]:
-        entry = meta[video]
-        frames = [Image.open(root / split / "JPEGImages" / video / f"{name}.jpg").convert("RGB")
-                  for name in entry["frames"]]
-        labels = np.stack([np.array(Image.open(root / split / "Annotations" / video / f"{name}.png"))
-                           for name in entry["frames"]])
+    for _, entry, frames, labels in _split_videos(root, split, meta, sorted(meta)[:max_videos]):
         exps = list(entry["expressions"].values())
         ids, mask = tokenize(tokenizer, [e["exp"] for e in exps])
         chosen_sum = np.zeros(len(exps))
