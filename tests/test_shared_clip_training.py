@@ -15,7 +15,7 @@ from referformer.models import build_model
 from referformer.presets import tiny_config
 from referformer.synthetic import SceneConfig, build_synthetic_tokenizer, generate_dataset
 from referformer.synthetic.tokenizer import synthetic_vocab_size
-from referformer.synthetic.model import synthetic_train_transforms
+from referformer.synthetic.model import ResampledDataset, synthetic_train_transforms
 from referformer.text import load_tokenizer
 
 
@@ -62,7 +62,7 @@ def test_companions_name_other_objects_first(clips):
 
 
 def test_resampled_items_are_reproducible(clips):
-    shared = SharedClipSentences(clips, sentences=3, num_samples=5)
+    shared = ResampledDataset(SharedClipSentences(clips, sentences=3), 5)  # as the synthetic recipe
     assert len(shared) == 5
     with isolated_rng(7):
         a = shared[0]

@@ -30,25 +30,23 @@ class SharedClipSentences(Dataset):
     expressions of its video, each target as :class:`VideoClipDataset` makes it (the frames of all of
     them are identical; an expression whose object is not visible in the clip is left out).
 
-    ``num_samples``: items per epoch, each a clip drawn at random (python's ``random``; under the
-    trainer's seeded dataset a function of seed, epoch and index); ``None``: one item per clip start
-    of every expression, as the wrapped dataset. Expressions of the item's video are drawn without
-    replacement, those naming a different object first.
+    One item per clip start of every expression, as the wrapped dataset (item ``i`` is led by its
+    item ``i``; wrap in ``referformer.synthetic.model.ResampledDataset`` for random epochs). The other
+    expressions of the item's video are drawn without replacement, those naming a different object first.
     """
 
-    def __init__(self, dataset: VideoClipDataset, sentences: int, num_samples: int | None = None) -> None:
+    def __init__(self, dataset: VideoClipDataset, sentences: int) -> None:
         if sentences < 1:
             raise ValueError(f"sentences must be >= 1, got {sentences}")
         self.dataset = dataset
         self.sentences = int(sentences)
-        self.num_samples = num_samples
         groups: dict[tuple[str, int], list[int]] = defaultdict(list)
         for index, (k, start) in enumerate(dataset.metas):
             groups[(dataset.expressions[k].expression.video_id, start)].append(index)
         self._group_of = {i: members for members in groups.values() for i in members}
 
     def __len__(self) -> int:
-        return self.num_samples if self.num_samples is not None else len(self.dataset)
+        return len(self.dataset)
 
     def _object(self, index: int) -> tuple[str, ...]:
         k, _ = self.dataset.metas[index]
@@ -62,8 +60,6 @@ class SharedClipSentences(Dataset):
         return others[: self.sentences - 1]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        if self.num_samples is not None:
-            index = random.randrange(len(self.dataset))
         for _ in range(MAX_REDRAWS):
             members = [index] + self._companions(index)
             seed = random.getrandbits(32)  # the same frames and augmentation for every member

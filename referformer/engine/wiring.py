@@ -180,7 +180,7 @@ def _synthetic_train_dataset(config: TrainConfig, root: str | Path | None,
     samples_per_epoch = options.pop("samples_per_epoch", SAMPLES_PER_EPOCH)
     dataset = build_dataset("ytvos", root, "train", **options)
     if config.sentences_per_clip > 1:
-        return SharedClipSentences(dataset, config.sentences_per_clip, samples_per_epoch or None)
+        dataset = SharedClipSentences(dataset, config.sentences_per_clip)
     return ResampledDataset(dataset, samples_per_epoch) if samples_per_epoch else dataset
 
 
