@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from referformer.models.fastpath import reference_mode_enabled
+
 
 def parse_dynamic_params(params: Tensor, channels: int, weight_nums: list[int],
                          bias_nums: list[int]) -> tuple[list[Tensor], list[Tensor]]:
@@ -44,8 +46,6 @@ def dynamic_mask_logits(mask_features: Tensor, params: Tensor, reference_points:
     image_sizes: [b, 2] input size (H, W) in pixels (``targets[i]["size"]`` of the original)
     -> mask logits [b, t, q, h, w] at stride ``stride``.
     """
-    from referformer.models.fastpath import reference_mode_enabled
-
     if not reference_mode_enabled():
         return dynamic_mask_logits_matmul(mask_features, params, reference_points, image_sizes, channels,
                                           weight_nums, bias_nums, rel_coord=rel_coord, stride=stride)
