@@ -137,3 +137,31 @@ def test_frame_indices_select_frames_after_the_backbone():
     torch.testing.assert_close(selected.srcs[0][1], visual.srcs[0][3 + 2])
     # decoding the whole clip mixes frames (CM-FPN self-attention): not the same as the original's A2D path
     assert not torch.allclose(whole["pred_masks"][:, 1:2][0], out["pred_masks"][0], atol=1e-6)
+
+
+def _perturb_later_frames(model, frames):
+    """Outputs of frame 0 for ``frames`` and for the same clip with frames 1.. replaced."""
+    other = frames.clone()
+    other[:, 1:] = torch.randn(other[:, 1:].shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        return model(frames, IDS[:1], MASK[:1]), model(other, IDS[:1], MASK[:1])
+
+
+def test_with_an_image_backbone_scores_and_boxes_of_a_frame_see_only_that_frame():
+    """ARCHITECTURE.md 5: the deformable encoder and decoder run per frame, so with a 2-D backbone a frame's
+    query scores and boxes do not depend on the other frames; only its masks do (CM-FPN self-attention over
+    the clip). The query is chosen by its score, so such a model cannot pick an object by its motion."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    a, b = _perturb_later_frames(model, _frames(t=3, h=64, w=96))
+    torch.testing.assert_close(a["pred_logits"][:, 0], b["pred_logits"][:, 0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(a["pred_boxes"][:, 0], b["pred_boxes"][:, 0], atol=1e-6, rtol=0)
+    assert (a["pred_masks"][:, 0] - b["pred_masks"][:, 0]).abs().max() > 1e-3
+
+
+def test_with_a_video_backbone_scores_of_a_frame_see_the_clip():
+    """Video-Swin mixes frames inside its temporal windows: a frame's scores depend on its neighbours."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config().replace(backbone="video_swin_t_p4w7", train_backbone=False)).eval()
+    a, b = _perturb_later_frames(model, _frames(t=2, h=64, w=64))
+    assert (a["pred_logits"][:, 0] - b["pred_logits"][:, 0]).abs().max() > 1e-4

@@ -164,8 +164,9 @@ def test_full_run_writes_every_output(tmp_path: Path, video: Path, checkpoint: P
 def test_sampling_options_reach_the_outputs(tmp_path: Path, video: Path, checkpoint: Path, fake_model, capsys) -> None:
     out = tmp_path / "out"
     assert run_cli(video, "-t", "square", "--checkpoint", checkpoint, "--out", out, "--stride", 3,
-                   "--max-frames", 3, "--no-overlay", "--no-prefetch", "--device", "cpu") == 0
+                   "--max-frames", 3, "--no-overlay", "--no-prefetch", "--device", "cpu", "--compile") == 0
     assert "wrote" in capsys.readouterr().out
+    assert fake_model.created["compile"] is True
     assert sorted(p.stem for p in (out / "0_square").iterdir()) == ["00000", "00003", "00006"]
     assert not (out / "overlay.mp4").exists()
     # a frame folder keeps its file stems, --overwrite reuses the folder
@@ -175,6 +176,7 @@ def test_sampling_options_reach_the_outputs(tmp_path: Path, video: Path, checkpo
         Image.fromarray(frame_image(t % 5)).save(frames / f"img{t}.png")
     assert run_cli(frames, "-t", "square", "--checkpoint", checkpoint, "--out", out, "--overwrite", "--quiet",
                    "--device", "cpu") == 0
+    assert fake_model.created["compile"] is False
     assert sorted(p.stem for p in (out / "0_square").iterdir()) == ["img1", "img10", "img2"]
     results = json.loads((out / "results.json").read_text())
     assert [f["frame"] for f in results["sentences"][0]["frames"]] == ["img1", "img2", "img10"]

@@ -133,6 +133,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the original's; masks are always written at the original size)",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model's heavy parts (same masks; the first window of each size compiles "
+        "for minutes: worth it for long videos, mainly on a GPU)",
+    )
+    parser.add_argument(
         "--prefetch",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -187,6 +193,7 @@ def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.
         dtype=dtype,
         short_side=args.short_side,
         unsafe_load=args.unsafe_load,
+        compile=args.compile,
     )
 
 

@@ -50,6 +50,7 @@ from referformer.inference.preprocess import FramesInput, load_frames, preproces
 from referformer.inference.video_io import Frame, FrameSource, FrameWindow, iter_windows, open_source
 from referformer.inference.writers import SPILL_PREFIX, SentenceWindowResult
 from referformer.checkpoint import BUNDLED_MODELS, resolve_checkpoint  # noqa: F401 (re-exported)
+from referformer.models.compiling import compile_model
 from referformer.text import find_tokenizer, normalize_sentence
 
 DEFAULT_WINDOW = 36  # frames per clip, as the original inference_davis.py
@@ -289,14 +290,18 @@ class Predictor:
         short_side, max_size: frame resizing (the original: short side 360, no cap).
         threshold: mask threshold on the sigmoid (0.5 as the original).
         sentence_batch_size: sentences decoded together (more = faster on a GPU, more memory).
+        compile: ``torch.compile`` the model's heavy parts (:func:`referformer.models.compile_model`);
+            off by default: the first window of each new size compiles for minutes.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "fp32", *, short_side: int = 360, max_size: int | None = None,
-                 threshold: float = 0.5, sentence_batch_size: int = 8) -> None:
+                 threshold: float = 0.5, sentence_batch_size: int = 8, compile: bool = False) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(self.device).eval()
+        if compile:
+            compile_model(self.model)
         self.tokenizer = tokenizer
         self.short_side, self.max_size, self.threshold = short_side, max_size, threshold
         if sentence_batch_size < 1:

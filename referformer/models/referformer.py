@@ -138,6 +138,8 @@ class ReferFormer(nn.Module):
     """
 
     mask_stride: ClassVar[int] = 4  # pred_masks are at 1/4 of the (padded) input size
+    # the sentence-dependent bulk of ``decode`` (encoder + decoder, CM-FPN): what ``compile_model`` wraps
+    compile_parts: ClassVar[tuple[str, ...]] = ("transformer", "pixel_decoder")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -304,6 +304,8 @@ class RefVOS(nn.Module):
 
     model_type: ClassVar[str] = "refvos"
     mask_stride: ClassVar[int] = 1  # pred_masks of the one-query view are at the input size
+    # what ``compile_model`` wraps: the DeepLab backbone (the head is indexed, see decode, and small)
+    compile_parts: ClassVar[tuple[str, ...]] = ("backbone",)
 
     def __init__(self, config: RefVOSConfig) -> None:
         super().__init__()
