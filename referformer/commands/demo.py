@@ -126,10 +126,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"synthetic video: seed {seed}, {len(names)} frames of {width}x{height}, "
           f"{len(video.scene.objects)} objects; model synthetic-tiny (window {args.window})")
     width_text = max(len(r["expression"]) for r in rows)
-    print(f"{'expression':{width_text}s}  {'kinds':32s}  {'J':>5s}  {'F':>5s}  {'J&F':>5s}")
+    width_kinds = max(len("kinds"), *(len(",".join(r["kinds"])) for r in rows))
+    print(f"{'expression':{width_text}s}  {'kinds':{width_kinds}s}  {'J':>5s}  {'F':>5s}  {'J&F':>5s}")
     for r in rows:
         kinds = ",".join(r["kinds"])
-        print(f"{r['expression']:{width_text}s}  {kinds:32s}  {r['J']:5.3f}  {r['F']:5.3f}  {r['J&F']:5.3f}")
+        print(f"{r['expression']:{width_text}s}  {kinds:{width_kinds}s}  {r['J']:5.3f}  {r['F']:5.3f}  {r['J&F']:5.3f}")
     print(f"mean J&F {mean:.3f}  ({time.perf_counter() - start:.1f} s)")
     print(f"wrote {args.out}/: results.json, overlay.mp4, one mask folder per expression, frames/")
     return 0
