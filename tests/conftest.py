@@ -28,3 +28,19 @@ def shared_reference() -> Path:
             "(set REFERFORMER_SHARED_REFERENCE to the shared/reference folder)"
         )
     return SHARED_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def make_synthetic_root(tmp_path_factory):
+    """``make(seed, num_videos, splits, config=None)`` -> a new ``referformer synth`` dataset folder
+    (``config`` default: ``SceneConfig()``) with the synthetic tokenizer in ``tokenizer/``."""
+    from referformer.synthetic import SceneConfig, build_synthetic_tokenizer, generate_dataset
+
+    def make(seed: int, num_videos: int, splits: list[str], config: SceneConfig | None = None) -> Path:
+        root = tmp_path_factory.mktemp("synthetic")
+        generate_dataset(root, seed=seed, num_videos=num_videos, splits=splits, config=config or SceneConfig(),
+                         progress=False)
+        build_synthetic_tokenizer(root / "tokenizer")
+        return root
+
+    return make

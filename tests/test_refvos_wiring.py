@@ -18,7 +18,7 @@ from referformer.engine.trainer import Trainer
 from referformer.engine.wiring import build_components
 from referformer.models.refvos import RefVOS, RefVOSConfig, build_refvos, refvos_query_outputs
 from referformer.presets import get_preset
-from referformer.synthetic import SceneConfig, build_synthetic_tokenizer, generate_dataset
+from referformer.synthetic import SceneConfig, build_synthetic_tokenizer
 
 SCENE = SceneConfig(height=48, width=64, num_frames=4)
 
@@ -32,11 +32,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(root, seed=7, num_videos=2, splits=["train", "valid"], config=SCENE, progress=False)
-    build_synthetic_tokenizer(root / "tokenizer")
-    return root
+def synth(make_synthetic_root) -> Path:
+    return make_synthetic_root(seed=7, num_videos=2, splits=["train", "valid"], config=SCENE)
 
 
 @pytest.fixture(scope="module")

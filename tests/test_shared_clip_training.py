@@ -13,18 +13,14 @@ from referformer.engine.seeding import isolated_rng
 from referformer.engine.wiring import ReferFormerCollate, SharedClipCollate
 from referformer.models import build_model
 from referformer.presets import tiny_config
-from referformer.synthetic import SceneConfig, build_synthetic_tokenizer, generate_dataset
 from referformer.synthetic.tokenizer import synthetic_vocab_size
 from referformer.synthetic.model import ResampledDataset, synthetic_train_transforms
 from referformer.text import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(root, seed=11, num_videos=2, splits=["train"], config=SceneConfig(), progress=False)
-    build_synthetic_tokenizer(root / "tokenizer")
-    return root
+def root(make_synthetic_root):
+    return make_synthetic_root(seed=11, num_videos=2, splits=["train"])
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import torch
 from referformer.engine.recipes import get_recipe
 from referformer.engine.trainer import Trainer
 from referformer.engine.wiring import build_components
-from referformer.synthetic import SceneConfig, build_synthetic_tokenizer, generate_dataset
 from referformer.synthetic.scoring import query_jf_split, score_split
 
 STEPS = 40
@@ -23,11 +22,8 @@ NUM_FRAMES = 3
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(root, seed=5, num_videos=3, splits=["train"], config=SceneConfig(), progress=False)
-    build_synthetic_tokenizer(root / "tokenizer")
-    return root
+def synthetic_root(make_synthetic_root):
+    return make_synthetic_root(seed=5, num_videos=3, splits=["train"])
 
 
 def _jf(model, tokenizer, root) -> tuple[float, float]:

@@ -86,6 +86,27 @@ def _recipe(name: str, description: str, dataset: str, epochs: int, lr_drop: tup
     )
 
 
+
+def _refvos_r101_recipe(name: str, description: str, dataset: str, epochs: int, lr_drop: tuple[int, ...]) -> TrainConfig:
+    """A full-size RefVOS recipe (``refvos-r101``, one frame per item): what the RefVOS recipes share."""
+    return TrainConfig(
+        name=name,
+        description=description,
+        dataset=dataset,
+        model="refvos",
+        model_preset="refvos-r101",
+        epochs=epochs,
+        # [unverified] the original used torchvision's SGD(0.01, momentum 0.9) + poly schedule; this
+        # engine has AdamW + steps: one learning rate for the DeepLab part, BERT lower
+        optimizer=OptimizerConfig(lr=1e-4, lr_backbone=1e-4, lr_text_encoder=1e-5, weight_decay=1e-4,
+                                  lr_drop=lr_drop, **optimizer_names("refvos")),
+        num_frames=1,
+        batch_size=8,  # [unverified] frames per process (BatchNorm needs several)
+        max_size=640,  # [unverified]
+        clip_max_norm=0.0,  # torchvision's reference does not clip
+        freeze_text_encoder=False,  # [unverified] the paper fine-tunes BERT; --freeze via the preset's option
+    )
+
 RECIPES: dict[str, TrainConfig] = {
     recipe.name: recipe
     for recipe in (
@@ -174,38 +195,20 @@ RECIPES: dict[str, TrainConfig] = {
             device="cpu",
             precision="fp32",
         ),
-        TrainConfig(
-            name="refvos-refcoco",
-            description="RefVOS (DeepLabv3 ResNet-101 OS 8 + bert-base-uncased, --preset refvos-r101) on "
+        _refvos_r101_recipe(
+            "refvos-refcoco",
+            "RefVOS (DeepLabv3 ResNet-101 OS 8 + bert-base-uncased, --preset refvos-r101) on "
             "RefCOCO + RefCOCO+ + RefCOCOg images; --init a torchvision DeepLabv3 state dict for COCO weights",
             dataset="refcoco",
-            model="refvos",
-            model_preset="refvos-r101",
             epochs=12,  # [unverified]
-            # [unverified] the original used torchvision's SGD(0.01, momentum 0.9) + poly schedule; this
-            # engine has AdamW + steps: one learning rate for the DeepLab part, BERT lower
-            optimizer=OptimizerConfig(lr=1e-4, lr_backbone=1e-4, lr_text_encoder=1e-5, weight_decay=1e-4,
-                                      lr_drop=(8, 10), **optimizer_names("refvos")),
-            num_frames=1,
-            batch_size=8,  # [unverified] frames per process (BatchNorm needs several)
-            max_size=640,  # [unverified]
-            clip_max_norm=0.0,  # torchvision's reference does not clip
-            freeze_text_encoder=False,  # [unverified] the paper fine-tunes BERT; --freeze via the preset's option
+            lr_drop=(8, 10),  # [unverified]
         ),
-        TrainConfig(
-            name="refvos-ytvos",
-            description="RefVOS frame by frame on Ref-YouTube-VOS (--init the refvos-refcoco run's last.pth)",
+        _refvos_r101_recipe(
+            "refvos-ytvos",
+            "RefVOS frame by frame on Ref-YouTube-VOS (--init the refvos-refcoco run's last.pth)",
             dataset="ytvos",
-            model="refvos",
-            model_preset="refvos-r101",
             epochs=6,  # [unverified]
-            optimizer=OptimizerConfig(lr=1e-4, lr_backbone=1e-4, lr_text_encoder=1e-5, weight_decay=1e-4,
-                                      lr_drop=(3, 5), **optimizer_names("refvos")),
-            num_frames=1,
-            batch_size=8,  # [unverified]
-            max_size=640,  # [unverified]
-            clip_max_norm=0.0,
-            freeze_text_encoder=False,  # [unverified]
+            lr_drop=(3, 5),  # [unverified]
         ),
         _recipe(
             "toy",
