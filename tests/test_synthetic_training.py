@@ -47,7 +47,7 @@ def test_short_synthetic_training_learns(synthetic_root, tmp_path):
     components = build_components(config, synthetic_root, tokenizer=str(synthetic_root / "tokenizer"),
                                   dataset_options={"samples_per_epoch": STEPS * config.batch_size})
     trainer = Trainer(config, components.model_factory, components.dataset, tmp_path / "run",
-                      components.collate_fn, show_progress=False)
+                      components.collate_fn, forward=components.forward, show_progress=False)
     tokenizer = load_tokenizer(synthetic_root / "tokenizer")
     before = _jf(trainer.model, tokenizer, synthetic_root)
     trainer.fit()
@@ -61,10 +61,11 @@ def test_short_synthetic_training_learns(synthetic_root, tmp_path):
     losses = np.array([row["loss"] for row in trainer.history])
     assert len(losses) == STEPS
     assert losses[-10:].mean() < 0.8 * losses[:10].mean(), losses
-    # Segmentation is learnt first, grounding (choosing the referred object) much later: 40 steps
-    # teach the first. Measured (selected, best query): before (0.035, 0.079), after (0.035, 0.27).
+    # Segmentation is learnt first, grounding (choosing the referred object) much later; on three
+    # training videos 40 steps of the recipe (4 sentences per clip, alignment term) raise both.
+    # Measured (selected, best query): before (0.035, 0.079), after (0.296, 0.424).
     assert after[1] > before[1] + 0.1 and after[1] > 0.2, (before, after)
-    assert after[0] >= before[0] - 0.02, (before, after)
+    assert after[0] > before[0] + 0.1, (before, after)
 
 
 def test_export_writes_the_bundled_layout(tmp_path):

@@ -8,6 +8,7 @@ Single process: ``referformer train --recipe ytvos-finetune --root data/ref-yout
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from referformer.errors import UserError
@@ -74,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, help="clips per process and micro-batch")
     parser.add_argument("--sentences-per-clip", type=int, metavar="S",
                         help="train up to S expressions of a clip's video on the same frames (our option; 1 = original)")
+    parser.add_argument("--loss-align", type=float, metavar="W",
+                        help="weight of the sentence-object alignment term (our option, needs --sentences-per-clip "
+                        ">= 2; 0 = off, the original; see docs/training.md)")
     parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     parser.add_argument("--num-frames", type=int, help="clip length T")
     parser.add_argument("--max-size", type=int)
@@ -115,6 +119,8 @@ def config_from_args(args: argparse.Namespace):
         changes["activation_checkpointing"] = True
     if args.box_loss_visible_only:
         changes["box_loss_visible_only"] = True
+    if args.loss_align is not None:
+        changes["loss_weights"] = dataclasses.replace(config.loss_weights, loss_align=args.loss_align)
     return config.replace(**changes)
 
 

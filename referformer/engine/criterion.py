@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from referformer.engine import distributed
+from referformer.engine.alignment import sentence_object_alignment_loss
 from referformer.engine.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from referformer.engine.losses import dice_loss, sigmoid_focal_loss
 from referformer.engine.matcher import HungarianMatcher, Indices
@@ -48,13 +49,19 @@ class LossWeights:
     loss_giou: float = 2.0
     loss_mask: float = 2.0
     loss_dice: float = 5.0
+    # our option (0 = the original): the sentence-object alignment term of engine.alignment, once per
+    # batch (not per decoder layer); needs several sentences per clip
+    loss_align: float = 0.0
 
     def weight_dict(self, num_aux_layers: int) -> dict[str, float]:
-        """``{"loss_ce": 2, ..., "loss_ce_0": 2, ...}`` for the last layer and ``num_aux_layers`` earlier ones."""
+        """``{"loss_ce": 2, ..., "loss_ce_0": 2, ...}`` for the last layer and ``num_aux_layers`` earlier
+        ones, plus ``loss_align`` when it is weighted."""
         base = {name: float(getattr(self, name)) for name in LOSS_NAMES}
         weights = dict(base)
         for layer in range(num_aux_layers):
             weights.update({f"{name}_{layer}": value for name, value in base.items()})
+        if self.loss_align:
+            weights["loss_align"] = float(self.loss_align)
         return weights
 
 
@@ -111,6 +118,10 @@ class SetCriterion(nn.Module):
         for layer, aux in enumerate(outputs.get("aux_outputs", [])):
             aux_losses = self.layer_losses(aux, targets, self.matcher(aux, targets), num_boxes)
             losses.update({f"{name}_{layer}": value for name, value in aux_losses.items()})
+        if self.weights.loss_align:
+            if "features" not in outputs:
+                raise ValueError("loss_align needs the model's features: call it with return_features=True")
+            losses["loss_align"] = sentence_object_alignment_loss(outputs["features"], targets)
         return losses
 
     @staticmethod

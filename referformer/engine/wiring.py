@@ -139,7 +139,7 @@ def _synthetic_components(
         model_factory=model_factory,
         dataset=dataset,
         collate_fn=_collate(config, _load_tokenizer(_synthetic_tokenizer_dir(tokenizer))),
-        forward=default_forward,
+        forward=_referformer_forward(config),
         init_convert=official_key_converter,
     )
 
@@ -156,6 +156,21 @@ def _referformer_config(config: TrainConfig, default: Callable[[], Any]) -> Any:
         dec_layers=config.num_decoder_layers,
         num_classes=1 if config.binary else model_config.num_classes,
     )
+
+
+def _referformer_forward(config: TrainConfig) -> ForwardFn:
+    """``model(**inputs)``; with the alignment term (``loss_weights.loss_align``) the model also returns the
+    features it needs, which only exist with several sentences per clip."""
+    if not config.loss_weights.loss_align:
+        return default_forward
+    if config.sentences_per_clip < 2:
+        raise UserError(f"recipe {config.name!r}: the alignment loss (loss_align) contrasts the objects that the "
+                        "sentences of one clip name; use --sentences-per-clip 2 or more")
+
+    def forward(model: nn.Module, inputs: dict[str, Any], targets: list[dict[str, Any]]) -> dict[str, Any]:
+        return model(**inputs, return_features=True)
+
+    return forward
 
 
 def _collate(config: TrainConfig, tokenizer: Any) -> ReferFormerCollate:
@@ -304,6 +319,6 @@ def build_components(
         model_factory=lambda: build_model(model_config),
         dataset=dataset,
         collate_fn=_collate(config, _load_tokenizer(tokenizer_name)),
-        forward=default_forward,
+        forward=_referformer_forward(config),
         init_convert=official_key_converter,
     )

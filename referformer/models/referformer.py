@@ -312,19 +312,29 @@ class ReferFormer(nn.Module):
 
     def forward(self, frames: Tensor, input_ids: Tensor, attention_mask: Tensor,
                 padding_mask: Tensor | None = None, image_sizes: Tensor | None = None,
-                frame_indices: Tensor | None = None, clip_index: Tensor | None = None) -> dict[str, Any]:
+                frame_indices: Tensor | None = None, clip_index: Tensor | None = None,
+                return_features: bool = False) -> dict[str, Any]:
         """frames: [b, t, 3, H, W] normalised; input_ids / attention_mask: [b, L] (one sentence per clip);
         frame_indices: optional [b, k] frames to decode after the backbone (A2D / JHMDB: the annotated
         frame, the original's ``valid_indices``); the outputs then have ``k`` frames.
         clip_index: optional [s] clip of each of ``s`` sentences (input_ids [s, L]): the backbone runs once
-        per clip and each sentence is decoded on its clip (outputs have batch ``s``)."""
+        per clip and each sentence is decoded on its clip (outputs have batch ``s``).
+        return_features: also return ``features`` = ``{"visual": srcs[0] of each clip [b*t, C, H/8, W/8],
+        "sentence": [s, C], "clip_index": [s], "num_frames": t}`` for the training-only sentence-object
+        alignment loss (``referformer.engine.alignment``)."""
         visual = self.encode_video(frames, padding_mask, image_sizes)
         if frame_indices is not None:
             visual = visual.select_frames(frame_indices)
+        per_clip = visual
         if clip_index is not None:
             visual = visual.select_clips(clip_index)
         text = self.encode_text(input_ids, attention_mask)
-        return self.decode(visual, text)
+        out = self.decode(visual, text)
+        if return_features:
+            rows = clip_index if clip_index is not None else torch.arange(len(input_ids), device=frames.device)
+            out["features"] = {"visual": per_clip.srcs[0], "sentence": text.sentence_feature, "clip_index": rows,
+                               "num_frames": per_clip.num_frames}
+        return out
 
 
 @contextlib.contextmanager

@@ -2,12 +2,13 @@
 
 ``synthetic-tiny`` is a small ReferFormer (ResNet-18 from random init, hidden 64, 2 encoder + 3
 decoder layers, FFN 128, a 2-layer RoBERTa of width 64 on the synthetic tokenizer) trained from
-scratch on the synthetic benchmark (:mod:`referformer.synthetic`) by the ``synthetic-tiny`` recipe of
+scratch on the synthetic benchmark (:mod:`referformer.synthetic`) by an alignment stage
+(:mod:`referformer.engine.align_pretrain`) and the ``synthetic-tiny`` recipe of
 :mod:`referformer.engine.recipes`. The trained weights ship with the package in
 ``referformer/assets/synthetic-tiny/`` (``config.json`` + half-precision ``model.safetensors`` +
 ``tokenizer/``), so ``referformer demo`` and ``--checkpoint synthetic-tiny`` work offline.
 Reproduce them with ``python -m referformer.synthetic.train_tiny`` (see docs/synthetic.md).
-It does **not** reach the issue's J&F targets (test J&F 0.225): see docs/synthetic.md, "Results".
+It does **not** reach the issue's J&F targets (test J&F 0.317): see docs/synthetic.md, "Results".
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from referformer.config import ModelConfig, TextEncoderConfig
 from referformer.errors import UserError
 
 __all__ = [
+    "ALIGN_CLIPS",
+    "ALIGN_FRAMES",
+    "ALIGN_STEPS",
     "BUNDLED_NAME",
     "DATA_SEED",
     "EVAL_SHORT_SIDE",
@@ -89,6 +93,12 @@ def synthetic_train_transforms(flip: bool = True):
 # An epoch of the synthetic-tiny recipe: this many clips, each drawn uniformly at random from the
 # training expressions (with replacement), so the per-epoch lr schedule has a useful granularity.
 SAMPLES_PER_EPOCH = 880
+
+# The alignment stage before the recipe (referformer.engine.align_pretrain, run by train_tiny):
+# steps of ALIGN_CLIPS clips of ALIGN_FRAMES frames, each with the recipe's sentences per clip.
+ALIGN_STEPS = 1000
+ALIGN_CLIPS = 4
+ALIGN_FRAMES = 5
 
 
 class ResampledDataset:

@@ -5,7 +5,8 @@
     python -m referformer.synthetic.train_tiny --work /tmp/synth --steps evaluate --model synthetic-tiny
 
 Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referformer.synthetic.model`),
-``train`` (``torchrun --nproc_per_node 2 -m referformer train --recipe synthetic-tiny``: two CPU
+``align`` (the sentence-object alignment stage, :mod:`referformer.engine.align_pretrain`, ``WORK/align.pth``),
+``train`` (from ``WORK/align.pth``: ``torchrun --nproc_per_node 2 -m referformer train --recipe synthetic-tiny``: two CPU
 processes of one thread each), ``export`` (the last checkpoint -> a half-precision ``save_pretrained``
 folder with the tokenizer, ``WORK/model``), ``evaluate`` (J&F on the test split, overall / per
 kind / trivial vs non-trivial, with windows of 5 frames and of 1 frame;
@@ -27,7 +28,7 @@ from typing import Any
 from referformer.checkpoint import safe_torch_load
 from referformer.synthetic.model import DATA_SEED, SPLIT_VIDEOS
 
-STEPS = ("data", "train", "export", "evaluate")
+STEPS = ("data", "align", "train", "export", "evaluate")
 
 
 def make_data(work: Path) -> Path:
@@ -44,8 +45,31 @@ def make_data(work: Path) -> Path:
     return data
 
 
+def align(work: Path, threads: int = 2) -> Path:
+    """The alignment stage (:mod:`referformer.engine.align_pretrain`) of the recipe -> ``work/align.pth``
+    (skipped when present): ``ALIGN_STEPS`` steps of ``ALIGN_CLIPS`` clips x the recipe's
+    sentences per clip (clips of ``ALIGN_FRAMES`` frames), in this process with ``threads`` threads."""
+    import torch
+
+    from referformer.engine.align_pretrain import pretrain_alignment
+    from referformer.engine.recipes import get_recipe
+    from referformer.synthetic.model import ALIGN_CLIPS, ALIGN_FRAMES, ALIGN_STEPS
+
+    out = work / "align.pth"
+    if out.is_file():
+        return out
+    torch.set_num_threads(threads)
+    config = get_recipe("synthetic-tiny").replace(batch_size=ALIGN_CLIPS)
+    start = time.time()
+    pretrain_alignment(config, work / "data", out, ALIGN_STEPS, str(work / "data" / "tokenizer"),
+                       num_frames=ALIGN_FRAMES)
+    (work / "align_wall_time.txt").write_text(f"{time.time() - start:.0f}\n")
+    return out
+
+
 def train(work: Path, processes: int = 2, extra: list[str] | None = None) -> Path:
-    """Run the ``synthetic-tiny`` recipe into ``work/run`` (resuming when a checkpoint is there)."""
+    """Run the ``synthetic-tiny`` recipe into ``work/run`` (resuming when a checkpoint is there), starting
+    from the alignment stage's ``work/align.pth`` when it exists."""
     run = work / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "referformer", "train", "--recipe", "synthetic-tiny", "--root", str(work / "data"),
@@ -53,6 +77,8 @@ def train(work: Path, processes: int = 2, extra: list[str] | None = None) -> Pat
                "--no-progress", *(extra or [])]
     if (run / "last.pth").is_file():
         command.append("--resume")
+    elif (work / "align.pth").is_file():
+        command += ["--init", str(work / "align.pth")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.time()
     subprocess.run(command, check=True, env=env)
@@ -118,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if "data" in args.steps:
         print(f"data: {make_data(work)}")
+    if "align" in args.steps:
+        print(f"alignment weights: {align(work)}")
     if "train" in args.steps:
         print(f"checkpoint: {train(work, args.processes, args.train_args)}")
     if "export" in args.steps:
