@@ -126,8 +126,15 @@ def test_wiring_asks_for_several_sentences_per_clip(root):
     recipe = get_recipe("synthetic-tiny").replace(loss_weights=LossWeights(loss_align=1.0))
     with pytest.raises(UserError, match="sentences-per-clip"):
         build_components(recipe.replace(sentences_per_clip=1), root, str(root / "tokenizer"))
-    components = build_components(recipe.replace(sentences_per_clip=2), root, str(root / "tokenizer"))
-    assert components.forward.__name__ == "forward"  # the features-returning forward
+    components = build_components(recipe.replace(sentences_per_clip=2, num_frames=2), root, str(root / "tokenizer"))
+    random.seed(0)
+    with isolated_rng(0):
+        inputs, targets = components.collate_fn([components.dataset[0]])
+    out = components.forward(components.model_factory(), inputs, targets)  # what the Trainer calls
+    assert set(out["features"]) == {"visual", "sentence", "clip_index", "num_frames"}
+    plain = build_components(get_recipe("synthetic-tiny").replace(loss_weights=LossWeights()), root,
+                             str(root / "tokenizer"))
+    assert "features" not in plain.forward(plain.model_factory(), inputs, targets)  # off: the original call
 
 
 def test_alignment_stage_trains_the_encoders_only_and_its_weights_initialise_training(root, tmp_path):
@@ -170,3 +177,16 @@ def test_train_cli_sets_the_alignment_weight():
     assert config.loss_weights.loss_ce == get_recipe("ytvos-finetune").loss_weights.loss_ce  # the rest kept
     default = train_command.config_from_args(parser.parse_args(["train", "--recipe", "ytvos-finetune"]))
     assert default.loss_weights.loss_align == 0.0  # official recipes: off
+
+
+def test_alignment_stage_refuses_what_it_cannot_train(root, tmp_path):
+    from referformer.engine.align_pretrain import pretrain_alignment
+
+    config = get_recipe("synthetic-tiny")
+    with pytest.raises(UserError, match="sentences_per_clip"):
+        pretrain_alignment(config.replace(sentences_per_clip=1), root, tmp_path / "a.pth", steps=1)
+    with pytest.raises(UserError, match="at least one step"):
+        pretrain_alignment(config, root, tmp_path / "a.pth", steps=0)
+    with pytest.raises(UserError, match="ReferFormer"):
+        pretrain_alignment(get_recipe("refvos-synthetic").replace(sentences_per_clip=2), root, tmp_path / "a.pth", 1)
+    assert not (tmp_path / "a.pth").exists()

@@ -47,13 +47,16 @@ def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, s
                        show_progress: bool = True) -> Path:
     """Train ``config``'s model (its ``model_factory`` from :func:`referformer.engine.wiring.build_components`)
     for ``steps`` steps of ``config.batch_size`` clips x ``config.sentences_per_clip`` sentences on the
-    alignment term alone (AdamW with the recipe's lr / weight decay, clipping ``config.clip_max_norm``);
+    alignment term alone (AdamW with the recipe's lr / weight decay, clipping ``config.clip_max_norm``; on
+    ``config.device``, default CUDA when available);
     ``num_frames`` overrides the clip length. Writes ``out`` (``{"model": state_dict, "steps": n}``) and
     ``out`` with suffix ``.csv`` (step, loss). Returns ``out``."""
     from referformer.engine.wiring import build_components
 
     if config.model != "referformer":
         raise UserError(f"the alignment stage trains a ReferFormer, not {config.model!r}")
+    if steps < 1:
+        raise UserError(f"the alignment stage needs at least one step (got {steps})")
     if config.sentences_per_clip < 2:
         raise UserError("the alignment stage contrasts the objects the sentences of one clip name: "
                         "sentences_per_clip must be 2 or more")
@@ -61,7 +64,8 @@ def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, s
         config = config.replace(num_frames=num_frames)
     seed_everything(config.seed)
     components = build_components(config, root, tokenizer)
-    model = components.model_factory().train()
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = components.model_factory().to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -76,14 +80,16 @@ def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, s
     start = time.time()
     bar = tqdm(loader, total=steps, desc="alignment", disable=not show_progress, dynamic_ncols=True)
     for step, (inputs, targets) in enumerate(bar, start=1):
-        loss = sentence_object_alignment_loss(alignment_features(model, move_to_device(inputs, "cpu")), targets)
+        inputs, targets = move_to_device(inputs, device), move_to_device(targets, device)
+        loss = sentence_object_alignment_loss(alignment_features(model, inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         optimizer.step()
         rows.append((step, loss.item()))
         bar.set_postfix(loss=f"{rows[-1][1]:.3f}")
-    torch.save({"model": model.state_dict(), "steps": steps, "seconds": round(time.time() - start)}, out)
+    weights = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    torch.save({"model": weights, "steps": steps, "seconds": round(time.time() - start)}, out)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss_align"), *rows])
     return out
