@@ -24,22 +24,22 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from referformer.engine.alignment import sentence_object_alignment_loss
+from referformer.engine.alignment import require_several_sentences, sentence_object_alignment_loss
 from referformer.engine.recipes import TrainConfig, get_recipe
 from referformer.engine.seeding import seed_everything
 from referformer.engine.trainer import move_to_device
 from referformer.errors import UserError
+from referformer.models.referformer import alignment_features
 
-__all__ = ["alignment_features", "pretrain_alignment"]
+__all__ = ["encode_for_alignment", "pretrain_alignment"]
 
 
-def alignment_features(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The ``features`` of ``ReferFormer.forward(..., return_features=True)`` without decoding:
-    ``visual`` [n * T, C, H/8, W/8], ``sentence`` [s, C], ``clip_index`` [s], ``num_frames`` T."""
+def encode_for_alignment(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The ``features`` of ``ReferFormer.forward(..., return_features=True)`` without decoding
+    (:func:`referformer.models.referformer.alignment_features`)."""
     visual = model.encode_video(inputs["frames"], inputs["padding_mask"], inputs["image_sizes"])
     text = model.encode_text(inputs["input_ids"], inputs["attention_mask"])
-    return {"visual": visual.srcs[0], "sentence": text.sentence_feature, "clip_index": inputs["clip_index"],
-            "num_frames": visual.num_frames}
+    return alignment_features(visual, text, inputs["clip_index"])
 
 
 def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, steps: int,
@@ -57,9 +57,7 @@ def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, s
         raise UserError(f"the alignment stage trains a ReferFormer, not {config.model!r}")
     if steps < 1:
         raise UserError(f"the alignment stage needs at least one step (got {steps})")
-    if config.sentences_per_clip < 2:
-        raise UserError("the alignment stage contrasts the objects the sentences of one clip name: "
-                        "sentences_per_clip must be 2 or more")
+    require_several_sentences(config.sentences_per_clip)
     if num_frames is not None:
         config = config.replace(num_frames=num_frames)
     seed_everything(config.seed)
@@ -81,7 +79,7 @@ def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, s
     bar = tqdm(loader, total=steps, desc="alignment", disable=not show_progress, dynamic_ncols=True)
     for step, (inputs, targets) in enumerate(bar, start=1):
         inputs, targets = move_to_device(inputs, device), move_to_device(targets, device)
-        loss = sentence_object_alignment_loss(alignment_features(model, inputs), targets)
+        loss = sentence_object_alignment_loss(encode_for_alignment(model, inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, max_norm)

@@ -17,10 +17,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ALIGNMENT_TEMPERATURE", "object_embeddings", "sentence_object_alignment_loss"]
+from referformer.errors import UserError
+
+__all__ = ["ALIGNMENT_TEMPERATURE", "object_embeddings", "require_several_sentences", "sentence_object_alignment_loss"]
 
 ALIGNMENT_TEMPERATURE = 0.1
 FEATURE_STRIDE = 8  # srcs[0], the first input_proj level, for every backbone
+
+
+def require_several_sentences(sentences_per_clip: int) -> None:
+    """Raise ``UserError`` unless clips carry 2 or more sentences (one object per clip: nothing to contrast)."""
+    if sentences_per_clip < 2:
+        raise UserError("the alignment term contrasts the objects that the sentences of one clip name: it needs "
+                        f"sentences_per_clip >= 2 (--sentences-per-clip 2 or more), got {sentences_per_clip}")
 
 
 def object_embeddings(features: torch.Tensor, masks: torch.Tensor, stride: int = FEATURE_STRIDE) -> torch.Tensor:

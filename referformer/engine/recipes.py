@@ -86,7 +86,6 @@ def _recipe(name: str, description: str, dataset: str, epochs: int, lr_drop: tup
     )
 
 
-
 def _refvos_r101_recipe(name: str, description: str, dataset: str, epochs: int, lr_drop: tuple[int, ...]) -> TrainConfig:
     """A full-size RefVOS recipe (``refvos-r101``, one frame per item): what the RefVOS recipes share."""
     return TrainConfig(
@@ -106,6 +105,7 @@ def _refvos_r101_recipe(name: str, description: str, dataset: str, epochs: int, 
         clip_max_norm=0.0,  # torchvision's reference does not clip
         freeze_text_encoder=False,  # [unverified] the paper fine-tunes BERT; --freeze via the preset's option
     )
+
 
 RECIPES: dict[str, TrainConfig] = {
     recipe.name: recipe

@@ -161,11 +161,11 @@ def _referformer_config(config: TrainConfig, default: Callable[[], Any]) -> Any:
 def _referformer_forward(config: TrainConfig) -> ForwardFn:
     """``model(**inputs)``; with the alignment term (``loss_weights.loss_align``) the model also returns the
     features it needs, which only exist with several sentences per clip."""
+    from referformer.engine.alignment import require_several_sentences
+
     if not config.loss_weights.loss_align:
         return default_forward
-    if config.sentences_per_clip < 2:
-        raise UserError(f"recipe {config.name!r}: the alignment loss (loss_align) contrasts the objects that the "
-                        "sentences of one clip name; use --sentences-per-clip 2 or more")
+    require_several_sentences(config.sentences_per_clip)
 
     def forward(model: nn.Module, inputs: dict[str, Any], targets: list[dict[str, Any]]) -> dict[str, Any]:
         return model(**inputs, return_features=True)

@@ -319,9 +319,8 @@ class ReferFormer(nn.Module):
         frame, the original's ``valid_indices``); the outputs then have ``k`` frames.
         clip_index: optional [s] clip of each of ``s`` sentences (input_ids [s, L]): the backbone runs once
         per clip and each sentence is decoded on its clip (outputs have batch ``s``).
-        return_features: also return ``features`` = ``{"visual": srcs[0] of each clip [b*t, C, H/8, W/8],
-        "sentence": [s, C], "clip_index": [s], "num_frames": t}`` for the training-only sentence-object
-        alignment loss (``referformer.engine.alignment``)."""
+        return_features: also return ``features`` (:func:`alignment_features`) for the training-only
+        sentence-object alignment loss (``referformer.engine.alignment``)."""
         visual = self.encode_video(frames, padding_mask, image_sizes)
         if frame_indices is not None:
             visual = visual.select_frames(frame_indices)
@@ -331,10 +330,18 @@ class ReferFormer(nn.Module):
         text = self.encode_text(input_ids, attention_mask)
         out = self.decode(visual, text)
         if return_features:
-            rows = clip_index if clip_index is not None else torch.arange(len(input_ids), device=frames.device)
-            out["features"] = {"visual": per_clip.srcs[0], "sentence": text.sentence_feature, "clip_index": rows,
-                               "num_frames": per_clip.num_frames}
+            out["features"] = alignment_features(per_clip, text, clip_index)
         return out
+
+
+def alignment_features(visual: VisualFeatures, text: TextFeatures, clip_index: Tensor | None = None) -> dict[str, Any]:
+    """What the sentence-object alignment term (``referformer.engine.alignment``) reads:
+    ``{"visual": srcs[0] of each clip [n*t, C, H/8, W/8], "sentence": [s, C], "clip_index": [s],
+    "num_frames": t}``; ``clip_index`` None = one clip per sentence (``s == n``)."""
+    if clip_index is None:
+        clip_index = torch.arange(text.sentence_feature.shape[0], device=visual.srcs[0].device)
+    return {"visual": visual.srcs[0], "sentence": text.sentence_feature, "clip_index": clip_index,
+            "num_frames": visual.num_frames}
 
 
 @contextlib.contextmanager

@@ -7,10 +7,10 @@
 Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referformer.synthetic.model`),
 ``align`` (the sentence-object alignment stage, :mod:`referformer.engine.align_pretrain`:
 ``WORK/align.pth``), ``train`` (from ``WORK/align.pth``: ``torchrun --nproc_per_node 2 -m referformer
-train --recipe synthetic-tiny``, two CPU processes of one thread each), ``export`` (the last checkpoint -> a half-precision ``save_pretrained``
-folder with the tokenizer, ``WORK/model``), ``evaluate`` (J&F on the test split, overall / per
-kind / trivial vs non-trivial, with windows of 5 frames and of 1 frame;
-``WORK/scores_<split>_w5_w1.json``).
+train --recipe synthetic-tiny``, two CPU processes of one thread each), ``export`` (the last
+checkpoint -> a half-precision ``save_pretrained`` folder with the tokenizer, ``WORK/model``),
+``evaluate`` (J&F on the test split, overall / per kind / trivial vs non-trivial, with windows of 5
+frames and of 1 frame; ``WORK/scores_<split>_w5_w1.json``).
 """
 
 from __future__ import annotations
