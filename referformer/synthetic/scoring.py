@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-__all__ = ["ExpressionScore", "jf_scores", "query_jf_split", "score_split", "segment_windows", "summarize"]
+__all__ = ["ExpressionScore", "ideal_stride_masks", "jf_scores", "mask_stride_cap", "query_jf_split", "score_split",
+           "segment_windows", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,39 @@ def query_jf_split(model: nn.Module, tokenizer: Any, root: str | Path, split: st
         selected += list(chosen_sum / len(frames))
         best += list(best_sum / len(frames))
     return float(np.mean(selected)), float(np.mean(best))
+
+
+def ideal_stride_masks(gt: np.ndarray, stride: int = 4) -> np.ndarray:
+    """The best masks a model predicting at ``stride`` can give: bool ``[T, H, W]`` -> bool ``[T, H, W]``.
+
+    The ground truth is averaged over ``stride`` x ``stride`` cells (the fraction of each cell the
+    object covers) and brought back to ``H x W`` the way the model's stride-4 mask logits are
+    (:func:`referformer.inference.postprocess.upsample_mask_logits`, bilinear, ``align_corners=False``),
+    with the coverage minus 0.5 as the logit, so a pixel is kept where the interpolated coverage
+    exceeds one half. ``H`` and ``W`` must be multiples of ``stride``.
+    """
+    from referformer.inference.postprocess import upsample_mask_logits
+
+    height, width = gt.shape[-2:]
+    if height % stride or width % stride:
+        raise ValueError(f"mask size {height}x{width} is not a multiple of the stride {stride}")
+    coverage = torch.nn.functional.avg_pool2d(torch.from_numpy(gt).float()[:, None], stride)[:, 0]
+    return upsample_mask_logits(coverage - 0.5, (height, width)).gt(0).numpy()
+
+
+def mask_stride_cap(root: str | Path, split: str = "test", stride: int = 4,
+                    max_videos: int | None = None) -> dict[str, float]:
+    """``{"J", "F", "J&F", "count"}`` of :func:`ideal_stride_masks` over the expressions of
+    ``root/<split>``: the J&F that perfect masks at ``stride`` with a perfect choice of the referent
+    would reach (ReferFormer predicts masks at stride 4), all frames counted as in :func:`score_split`."""
+    root = Path(root)
+    meta = _split_meta(root, split)
+    j_all, f_all = [], []
+    for _, entry, _, labels in _split_videos(root, split, meta, sorted(meta)[:max_videos]):
+        for e in entry["expressions"].values():
+            gt = labels == int(e["obj_id"])
+            j, f = jf_scores(ideal_stride_masks(gt, stride), gt)
+            j_all.append(j)
+            f_all.append(f)
+    j, f = float(np.mean(j_all)), float(np.mean(f_all))
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "count": len(j_all)}
