@@ -1,4 +1,4 @@
-"""The mask-stride cap of the synthetic benchmark: the best masks a stride-s predictor can give."""
+"""The mask-stride cap of the synthetic benchmark: the masks of a perfect stride-s prediction."""
 
 from __future__ import annotations
 
