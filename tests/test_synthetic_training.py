@@ -87,3 +87,31 @@ def test_export_writes_the_bundled_layout(tmp_path):
     for name, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name].float(), value.half().float(), atol=0, rtol=0)
     assert load_tokenizer(out / "tokenizer")("the red circle")["input_ids"][0] == 0  # <s>
+
+
+def test_evaluate_reports_windows_and_the_stride_cap(tmp_path, capsys):
+    """``train_tiny.evaluate`` on a generated split with the bundled model: per-window summaries by kind
+    and the stride-4 cap over the same expressions; ``print_report`` prints both."""
+    from referformer.synthetic import SceneConfig, generate_dataset
+    from referformer.synthetic.scoring import mask_stride_cap
+    from referformer.synthetic.train_tiny import evaluate, print_report
+
+    generate_dataset(tmp_path, 11, 1, splits=("valid",), config=SceneConfig(num_frames=4), progress=False)
+    report = evaluate("synthetic-tiny", tmp_path, "valid", windows=(2, 1))
+    assert set(report) == {"model", "split", "window_2", "window_1", "stride_4_cap"}
+    count = report["window_2"]["all"]["count"]
+    assert count == report["window_1"]["all"]["count"] == report["stride_4_cap"]["count"] >= 2
+    assert report["stride_4_cap"] == mask_stride_cap(tmp_path, "valid", stride=4)
+    assert 0.0 < report["stride_4_cap"]["J&F"] < 1.0
+    print_report(report)
+    printed = capsys.readouterr().out
+    assert f"J&F {report['stride_4_cap']['J&F']:.3f}" in printed and printed.startswith("group")
+
+
+def test_evaluate_without_data_says_which_step_to_run(tmp_path, capsys):
+    from referformer.synthetic.train_tiny import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--work", str(tmp_path), "--steps", "evaluate", "--model", "synthetic-tiny"])
+    assert exit_info.value.code == 2
+    assert "run the data step first (--steps data)" in capsys.readouterr().err

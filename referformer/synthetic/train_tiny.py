@@ -10,7 +10,8 @@ Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referfo
 train --recipe synthetic-tiny``, two CPU processes of one thread each), ``export`` (the last
 checkpoint -> a half-precision ``save_pretrained`` folder with the tokenizer, ``WORK/model``),
 ``evaluate`` (J&F on the test split, overall / per kind / trivial vs non-trivial, with windows of 5
-frames and of 1 frame; ``WORK/scores_<split>_w5_w1.json``).
+frames and of 1 frame, and the J&F of perfect stride-4 masks as the ceiling;
+``WORK/scores_<split>_w5_w1.json``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
 
 from referformer.checkpoint import safe_torch_load
 from referformer.synthetic.model import DATA_SEED, SPLIT_VIDEOS
@@ -102,10 +102,12 @@ def export(checkpoint: str | Path, out: str | Path, metadata: dict[str, Any] | N
 
 def evaluate(model_name_or_dir: str | Path, data: Path, split: str = "test", windows: tuple[int, ...] = (5, 1),
              max_videos: int | None = None) -> dict[str, Any]:
-    """Scores of a ``save_pretrained`` folder (or ``synthetic-tiny``) on ``data/<split>`` per window."""
+    """Scores of a ``save_pretrained`` folder (or ``synthetic-tiny``) on ``data/<split>`` per window
+    (``window_<w>``), and under ``stride_4_cap`` the J&F of perfect stride-4 masks (the ceiling of
+    ReferFormer's mask stride, :func:`referformer.synthetic.scoring.mask_stride_cap`)."""
     from referformer.checkpoint import from_pretrained
     from referformer.synthetic.model import BUNDLED_NAME, bundled_model_dir
-    from referformer.synthetic.scoring import score_split, summarize
+    from referformer.synthetic.scoring import mask_stride_cap, score_split, summarize
     from referformer.text import load_tokenizer
 
     folder = bundled_model_dir() if str(model_name_or_dir) == BUNDLED_NAME else Path(model_name_or_dir)
@@ -116,6 +118,7 @@ def evaluate(model_name_or_dir: str | Path, data: Path, split: str = "test", win
     for window in windows:
         scores = score_split(model, tokenizer, data, split, window, max_videos=max_videos)
         report[f"window_{window}"] = summarize(scores, kinds)
+    report["stride_4_cap"] = mask_stride_cap(data, split, stride=4, max_videos=max_videos)
     return report
 
 
@@ -126,6 +129,8 @@ def print_report(report: dict[str, Any]) -> None:
     for group in groups:
         row = [report[w].get(group, {}).get("J&F", float("nan")) for w in windows]
         print(f"{group:22s} {report[windows[0]][group]['count']:5d} " + " ".join(f"{v:9.3f}" for v in row))
+    if "stride_4_cap" in report:
+        print(f"perfect stride-4 masks (the cap of ReferFormer's mask stride): J&F {report['stride_4_cap']['J&F']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                     "reproduce": "python -m referformer.synthetic.train_tiny --work DIR"}
         print(f"model: {export(checkpoint, work / 'model', metadata)}")
     if "evaluate" in args.steps:
+        if not (work / "data" / "meta_expressions" / args.split / "meta_expressions.json").is_file():
+            parser.error(f"no {args.split!r} split under {work / 'data'}: run the data step first (--steps data)")
         model = args.model or work / "model"
         report = evaluate(model, work / "data", args.split, tuple(args.windows), args.max_videos)
         windows = "_".join(f"w{w}" for w in args.windows)
