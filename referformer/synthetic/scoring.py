@@ -184,12 +184,9 @@ def mask_stride_cap(root: str | Path, split: str = "test", stride: int = 4,
     would reach (ReferFormer predicts masks at stride 4), all frames counted as in :func:`score_split`."""
     root = Path(root)
     meta = _split_meta(root, split)
-    j_all, f_all = [], []
-    for _, entry, _, labels in _split_videos(root, split, meta, sorted(meta)[:max_videos]):
-        for e in entry["expressions"].values():
+    scores = []
+    for video, entry, _, labels in _split_videos(root, split, meta, sorted(meta)[:max_videos]):
+        for exp_id, e in entry["expressions"].items():
             gt = labels == int(e["obj_id"])
-            j, f = jf_scores(ideal_stride_masks(gt, stride), gt)
-            j_all.append(j)
-            f_all.append(f)
-    j, f = float(np.mean(j_all)), float(np.mean(f_all))
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "count": len(j_all)}
+            scores.append(ExpressionScore(video, exp_id, e["exp"], *jf_scores(ideal_stride_masks(gt, stride), gt)))
+    return summarize(scores)["all"]
