@@ -2,8 +2,10 @@
 
 Public API::
 
-    from referformer import build_model, load_model, load_checkpoint, segment_video, presets
-    model = load_model("converted/ytvos-r50")                   # our format (or an official .pth)
+    from referformer import Predictor, load_model, segment_video
+    predictor = Predictor.from_pretrained("synthetic-tiny")     # a bundled name, a folder, an official .pth
+    results = predictor.predict("clip.mp4", ["a red circle moving left"])
+    model = load_model("converted/ytvos-r50")                   # the one loader
     results = segment_video(model, "frames/", ["a dog holding a white umbrella"])
 
 Names are resolved lazily (PEP 562), so ``import referformer`` and commands that need no model
@@ -21,14 +23,13 @@ __version__ = "0.1.0"
 # public name -> (module, attribute); attribute None means the module itself
 _LAZY = {
     "presets": ("referformer.presets", None),
-    "from_pretrained": ("referformer.checkpoint", "from_pretrained"),
+    "InferenceSettings": ("referformer.checkpoint", "InferenceSettings"),
     "load_official_checkpoint": ("referformer.checkpoint", "load_official_checkpoint"),
     "save_pretrained": ("referformer.checkpoint", "save_pretrained"),
     "ModelConfig": ("referformer.config", "ModelConfig"),
     "TextEncoderConfig": ("referformer.config", "TextEncoderConfig"),
-    "SentencePrediction": ("referformer.inference.api", "SentencePrediction"),
-    "load_model": ("referformer.inference.api", "load_model"),
-    "load_checkpoint": ("referformer.inference.api", "load_model"),
+    "SentencePrediction": ("referformer.inference.results", "SentencePrediction"),
+    "load_model": ("referformer.checkpoint", "load_model"),
     "segment_video": ("referformer.inference.api", "segment_video"),
     "Predictor": ("referformer.inference.predictor", "Predictor"),
     "ReferFormer": ("referformer.models", "ReferFormer"),

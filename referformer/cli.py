@@ -12,35 +12,33 @@ import argparse
 import importlib
 import sys
 
+from referformer import __version__
 from referformer.errors import UserError
 
 # Sub-command modules, in the order ``referformer --help`` lists them.
 COMMANDS = (
     "demo",
     "segment",
+    "serve",
     "evaluate",
     "train",
     "synth",
     "convert",
+    "download",
     "presets",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with every available sub-command registered."""
+    """Return the top-level parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="referformer",
         description="Referring video object segmentation with ReferFormer.",
     )
+    parser.add_argument("--version", action="version", version=f"referformer {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"referformer.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"referformer.commands.{name}":
-                continue  # command not implemented in this build
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"referformer.commands.{name}").add_parser(subparsers)
     return parser
 
 

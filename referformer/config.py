@@ -1,18 +1,21 @@
-"""Typed model configuration (``ModelConfig``) with a JSON round trip.
+"""Typed model configurations with one JSON round trip: ``ModelConfig`` (ReferFormer) and
+``RefVOSConfig`` (RefVOS), each with its text encoder's config.
 
 Every size of the network is a field here, so tests and other engineers can build tiny models
 (ResNet-18 backbone, hidden 32, a 2-layer text encoder) with the same code as the published
-checkpoints. ``ModelConfig.validate`` rejects combinations the architecture cannot build, with a
-message that names the field and the fix.
+checkpoints. ``validate`` rejects combinations the architecture cannot build, with a message that
+names the field and the fix. Serialisation (``to_dict`` / ``from_dict`` / ``to_json`` /
+``from_json`` / ``replace``) is :class:`JsonConfig`'s, shared by both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from referformer.errors import UserError
 
@@ -21,6 +24,95 @@ RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 SWIN_BACKBONES = ("swin_t_p4w7", "swin_s_p4w7", "swin_b_p4w7", "swin_l_p4w7")
 VIDEO_SWIN_BACKBONES = ("video_swin_t_p4w7", "video_swin_s_p4w7", "video_swin_b_p4w7")
 KNOWN_BACKBONES = RESNET_BACKBONES + SWIN_BACKBONES + VIDEO_SWIN_BACKBONES
+# RefVOS (DeepLabv3 + BERT): its backbones, output strides and sentence embeddings.
+REFVOS_BACKBONES = RESNET_BACKBONES  # torchvision ResNets, dilated by referformer.models.deeplab
+REFVOS_OUTPUT_STRIDES = (8, 16, 32)
+SENTENCE_EMBEDDINGS = ("cls", "pooler")
+
+_Config = TypeVar("_Config", bound="JsonConfig")
+
+
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` output -> plain JSON values (tuples become lists, recursively)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_fields(cls: type, data: Mapping[str, Any], label: str) -> Any:
+    """``cls(**data)`` for a dataclass ``cls``: unknown keys are a ``UserError`` naming them (``label``
+    says whose fields), nested dataclass fields are built from dicts and tuple fields from lists."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"unknown {label} field(s) {unknown}; known fields: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        nested = fields[name].default_factory
+        if isinstance(value, dict) and isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            value = _from_fields(nested, value, name)
+        elif isinstance(value, (list, tuple)) and typing.get_origin(hints[name]) is tuple:
+            item = typing.get_args(hints[name])[:1]
+            value = tuple(item[0](v) if item and item[0] in (int, float, str) else v for v in value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+class JsonConfig:
+    """JSON round trip of a config dataclass (mixed into ``ModelConfig`` and ``RefVOSConfig``).
+
+    ``to_dict`` is ``dataclasses.asdict`` with tuples as lists, led by ``"model_type"`` when the class
+    declares one (``RefVOSConfig``: ``"refvos"``; ``ModelConfig`` declares none, as every ReferFormer
+    ``config.json`` ever written). ``from_dict`` is its inverse: a missing ``model_type`` means the
+    class's own, another one is an error, and so is any unknown key (named in the message).
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (nested text encoder config included)."""
+        data = _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+        model_type = getattr(type(self), "model_type", None)
+        return data if model_type is None else {"model_type": model_type, **data}
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: Mapping[str, Any]) -> _Config:
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        data = dict(data)
+        model_type = getattr(cls, "model_type", None)
+        if model_type is not None:
+            given = data.pop("model_type", model_type)
+            if given != model_type:
+                raise UserError(f"{cls.__name__}.from_dict got model_type {given!r}; expected {model_type!r}")
+        return _from_fields(cls, data, cls.__name__)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text of the config; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls: type[_Config], path_or_text: str | Path) -> _Config:
+        """Read a config from a JSON file path or a JSON string."""
+        p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
+        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        return cls.from_dict(json.loads(text))
+
+    def replace(self: _Config, **changes: Any) -> _Config:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _check_text_encoder(t: Any, fail: Any) -> None:
+    """The text-encoder checks both model configs share (``t``: its config; ``fail(msg)`` raises)."""
+    if t.hidden_size % t.num_attention_heads:
+        fail(f"text_encoder.hidden_size ({t.hidden_size}) must be divisible by "
+             f"text_encoder.num_attention_heads ({t.num_attention_heads})")
+    if t.attn_implementation not in ("eager", "sdpa"):
+        fail(f"text_encoder.attn_implementation must be 'eager' or 'sdpa' (got {t.attn_implementation!r})")
 
 
 @dataclass
@@ -65,7 +157,7 @@ class TextEncoderConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Architecture of a ReferFormer model. Defaults = the official ``opts.py`` defaults (``default``).
 
     The published checkpoints use ``with_box_refine=True`` and ``num_classes=1`` (``release``).
@@ -146,51 +238,84 @@ class ModelConfig:
             fail(f"controller_layers must be >= 2 (got {self.controller_layers})")
         if not 0.0 <= self.dropout < 1.0:
             fail(f"dropout must be in [0, 1) (got {self.dropout})")
-        t = self.text_encoder
-        if t.hidden_size % t.num_attention_heads:
-            fail(f"text_encoder.hidden_size ({t.hidden_size}) must be divisible by "
-                 f"text_encoder.num_attention_heads ({t.num_attention_heads})")
-        if t.attn_implementation not in ("eager", "sdpa"):
-            fail(f"text_encoder.attn_implementation must be 'eager' or 'sdpa' (got {t.attn_implementation!r})")
+        _check_text_encoder(self.text_encoder, fail)
         return self
 
-    # ---- JSON round trip ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (nested text encoder config included)."""
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
-        text = data.pop("text_encoder", None)
-        if isinstance(text, dict):
-            tknown = {f.name for f in dataclasses.fields(TextEncoderConfig)}
-            tunknown = sorted(set(text) - tknown)
-            if tunknown:
-                raise UserError(f"unknown text_encoder field(s) {tunknown}; known: {sorted(tknown)}")
-            text = TextEncoderConfig(**text)
-        cfg = cls(**data) if text is None else cls(text_encoder=text, **data)
-        return cfg
+@dataclass
+class BertTextConfig:
+    """Fields of a ``transformers.BertConfig`` (RefVOS's text encoder); defaults are exactly ``bert-base-uncased``."""
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        """JSON text of the config; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    attn_implementation: str = "sdpa"
+    # Hugging Face name (looked up offline in the local cache) or a local directory.
+    tokenizer: str = "bert-base-uncased"
 
-    @classmethod
-    def from_json(cls, path_or_text: str | Path) -> "ModelConfig":
-        """Read a config from a JSON file path or a JSON string."""
-        p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
-        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
-        return cls.from_dict(json.loads(text))
+    @property
+    def max_tokens(self) -> int:
+        """Longest tokenised sentence (special tokens included): BERT counts positions from 0."""
+        return self.max_position_embeddings
 
-    def replace(self, **changes: Any) -> "ModelConfig":
-        """A copy with some fields changed (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)
+    def bert_config(self) -> Any:
+        """The ``transformers.BertConfig`` of these fields."""
+        from transformers import BertConfig
+
+        kwargs = dataclasses.asdict(self)
+        kwargs.pop("tokenizer")
+        attn = kwargs.pop("attn_implementation")
+        config = BertConfig(**kwargs)
+        config._attn_implementation = attn
+        return config
+
+
+@dataclass
+class RefVOSConfig(JsonConfig):
+    """Architecture of a RefVOS model. Defaults = the paper's model (DeepLabv3-ResNet101 OS 8 + BERT-base).
+
+    ``sentence_embedding``: ``"cls"`` = BERT's last hidden state at the [CLS] token (what the
+    original code is believed to use, see docs/refvos.md), ``"pooler"`` = BERT's pooler output
+    (tanh(dense([CLS]))). ``aspp_channels`` is 256 in DeepLabv3; smaller only for tiny test models.
+    ``output_stride`` 8 / 16 / 32 (ResNet-18/34 get their dilation by hand, torchvision refuses it).
+    Its ``to_dict`` carries ``"model_type": "refvos"`` (how a ``config.json`` names the model).
+    """
+
+    model_type: ClassVar[str] = "refvos"
+
+    backbone: str = "resnet101"
+    output_stride: int = 8
+    atrous_rates: tuple[int, ...] = (12, 24, 36)
+    aspp_channels: int = 256
+    sentence_embedding: str = "cls"
+    text_encoder: BertTextConfig = field(default_factory=BertTextConfig)
+    freeze_text_encoder: bool = False
+    train_backbone: bool = True
+
+    def validate(self) -> RefVOSConfig:
+        """Raise ``UserError`` for a combination that cannot be built; return ``self``."""
+
+        def fail(msg: str) -> None:
+            raise UserError(f"invalid RefVOSConfig: {msg}")
+
+        if self.backbone not in REFVOS_BACKBONES:
+            fail(f"unknown backbone {self.backbone!r}; choose one of {', '.join(REFVOS_BACKBONES)}")
+        if self.output_stride not in REFVOS_OUTPUT_STRIDES:
+            fail(f"output_stride must be 8, 16 or 32 (got {self.output_stride})")
+        if len(self.atrous_rates) < 1 or any(int(r) < 1 for r in self.atrous_rates):
+            fail(f"atrous_rates must be positive integers (got {list(self.atrous_rates)})")
+        if self.aspp_channels < 1:
+            fail(f"aspp_channels must be >= 1 (got {self.aspp_channels})")
+        if self.sentence_embedding not in SENTENCE_EMBEDDINGS:
+            fail(f"sentence_embedding must be one of {SENTENCE_EMBEDDINGS} (got {self.sentence_embedding!r})")
+        _check_text_encoder(self.text_encoder, fail)
+        return self

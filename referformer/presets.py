@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from referformer.config import (KNOWN_BACKBONES, RESNET_BACKBONES, SWIN_BACKBONES, VIDEO_SWIN_BACKBONES,
-                                ModelConfig, TextEncoderConfig)
+from referformer.config import (KNOWN_BACKBONES, SWIN_BACKBONES, VIDEO_SWIN_BACKBONES, BertTextConfig,
+                                ModelConfig, RefVOSConfig, TextEncoderConfig)
 from referformer.errors import UserError
 
 
@@ -23,26 +23,10 @@ class Preset:
     checkpoint (None for generic configs)."""
 
     name: str
-    config: ModelConfig  # or RefVOSConfig (model_type "refvos")
+    config: ModelConfig | RefVOSConfig
     description: str
     dataset: str = ""
     official_file: str | None = None
-
-    @property
-    def supported(self) -> bool:
-        """Whether this build can construct the backbone (Swin backbones may be missing)."""
-        try:
-            from referformer.models.backbones import build_backbone  # noqa: F401
-
-            if self.config.backbone in RESNET_BACKBONES:
-                return True
-            import importlib
-
-            module = "video_swin" if self.config.backbone.startswith("video_swin") else "swin"
-            mod = importlib.import_module(f"referformer.models.backbones.{module}")
-            return hasattr(mod, f"build_{module}_backbone")
-        except ImportError:
-            return False
 
 
 def default_config(backbone: str) -> ModelConfig:
@@ -83,42 +67,19 @@ _REFCOCO_PRETRAIN = ("resnet50", "resnet101", "swin_t_p4w7", "swin_l_p4w7")
 _A2D = ("video_swin_t_p4w7", "video_swin_s_p4w7", "video_swin_b_p4w7")
 
 
-def refvos_config() -> "RefVOSConfig":
+def refvos_config() -> RefVOSConfig:
     """RefVOS as in the paper: DeepLabv3 ResNet-101, output stride 8, ASPP 12/24/36, bert-base-uncased."""
-    from referformer.models.refvos import RefVOSConfig
-
     return RefVOSConfig()
 
 
-def refvos_tiny_config() -> "RefVOSConfig":
+def refvos_tiny_config() -> RefVOSConfig:
     """A small random RefVOS for tests and examples (ResNet-18 at stride 8, 16 ASPP channels, 2-layer
     BERT of width 32 over 600 tokens: room for the synthetic tokenizer's 525, RoBERTa-style pad id 1);
     not the published architecture."""
-    from referformer.models.refvos import BertTextConfig, RefVOSConfig
-
     return RefVOSConfig(backbone="resnet18", atrous_rates=(2, 4, 6), aspp_channels=16,
                         text_encoder=BertTextConfig(vocab_size=600, hidden_size=32, num_hidden_layers=2,
                                                     num_attention_heads=2, intermediate_size=64,
                                                     max_position_embeddings=64, pad_token_id=1))
-
-
-def refvos_synthetic_config(vocab_size: int | None = None) -> "RefVOSConfig":
-    """The small RefVOS of the ``refvos-synthetic`` recipe: ResNet-18 DeepLabv3 at output stride 8
-    (ASPP rates 12/24/36 scaled to the 12x16 feature maps of 96x128 frames: 2/4/6; 128 channels) and
-    a 2-layer BERT of width 64 on the synthetic tokenizer (RoBERTa-style ids: ``<s>`` = the [CLS]
-    position, ``<pad>`` = 1), no dropout (short training from scratch)."""
-    from referformer.models.refvos import BertTextConfig, RefVOSConfig
-    from referformer.synthetic.tokenizer import synthetic_text_config
-
-    text = synthetic_text_config(vocab_size)
-    return RefVOSConfig(
-        backbone="resnet18", output_stride=8, atrous_rates=(2, 4, 6), aspp_channels=128,
-        text_encoder=BertTextConfig(vocab_size=text["vocab_size"], hidden_size=64, num_hidden_layers=2,
-                                    num_attention_heads=4, intermediate_size=128, hidden_dropout_prob=0.0,
-                                    attention_probs_dropout_prob=0.0,
-                                    max_position_embeddings=text["max_position_embeddings"],
-                                    type_vocab_size=1, pad_token_id=text["pad_token_id"], tokenizer="tokenizer"),
-    ).validate()
 
 
 def _build_presets() -> dict[str, Preset]:

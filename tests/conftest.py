@@ -4,16 +4,24 @@
 checkpoint key specs, model fixtures, dataset-format generators and expected loader outputs. Tests
 that need it use the ``shared_reference`` fixture, which skips with a clear reason when the folder
 is absent (e.g. on a user's machine), so such a test never passes silently.
+
+The repository root is appended to ``sys.path`` (after the installed package, which it does not
+shadow): the scripts beside the package (``recipes/``, ``tools/``) are imported as
+``recipes.synthetic_tiny`` and ``tools.fixture``. The test stand-ins live in
+``tests/toy.py`` (``from toy import ToyClips``; pytest puts ``tests/`` on the path).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
 SHARED_REFERENCE = Path(
     os.environ.get("REFERFORMER_SHARED_REFERENCE", REPO_ROOT.parent / "shared" / "reference")
 )

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from referformer.data import build_dataset
+from referformer.data.seeding import isolated_rng
 from referformer.data.shared_clips import SharedClipSentences
 from referformer.engine.alignment import object_embeddings, sentence_object_alignment_loss
 from referformer.engine.criterion import LossWeights, SetCriterion
 from referformer.engine.recipes import get_recipe
-from referformer.engine.seeding import isolated_rng
 from referformer.engine.wiring import SharedClipCollate, build_components
 from referformer.errors import UserError
 from referformer.models import build_model
 from referformer.presets import tiny_config
-from referformer.synthetic.model import synthetic_train_transforms
+from referformer.engine.synthetic_tiny import synthetic_train_transforms
 from referformer.synthetic.tokenizer import synthetic_vocab_size
 from referformer.text import load_tokenizer
 
@@ -190,3 +190,21 @@ def test_alignment_stage_refuses_what_it_cannot_train(root, tmp_path):
     with pytest.raises(UserError, match="ReferFormer"):
         pretrain_alignment(get_recipe("refvos-synthetic").replace(sentences_per_clip=2), root, tmp_path / "a.pth", 1)
     assert not (tmp_path / "a.pth").exists()
+
+
+def test_train_command_runs_the_alignment_stage(root, tmp_path, capsys):
+    """``referformer train --stage align``: the recipe with the command-line overrides through
+    ``pretrain_alignment`` into ``--out``; the number of steps must be given."""
+    from referformer.cli import main
+
+    out = tmp_path / "align.pth"
+    common = ["train", "--stage", "align", "--recipe", "synthetic-tiny", "--root", str(root),
+              "--tokenizer", str(root / "tokenizer"), "--out", str(out)]
+    assert main([*common, "--no-progress"]) == 2
+    assert "--max-steps" in capsys.readouterr().err
+    assert main([*common, "--max-steps", "1", "--num-frames", "2", "--batch-size", "1", "--sentences-per-clip", "2",
+                 "--no-progress"]) == 0
+    assert f"alignment weights: {out}" in capsys.readouterr().out
+    assert torch.load(out, weights_only=True)["steps"] == 1
+    assert main([*common, "--max-steps", "1", "--resume"]) == 2
+    assert "starts afresh" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from referformer.checkpoint import from_pretrained, save_official_checkpoint, save_pretrained
+from referformer.checkpoint import load_model, save_official_checkpoint, save_pretrained
 from referformer.cli import main as cli_main
 from referformer.config import ModelConfig
 from referformer.models import build_model
@@ -26,7 +26,7 @@ def test_safetensors_round_trip(tmp_path):
     save_pretrained(model, tmp_path / "m", metadata={"preset": "tiny"})
     payload = json.loads((tmp_path / "m" / "config.json").read_text())
     assert ModelConfig.from_dict(payload["model"]) == model.config
-    loaded = from_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     # tied heads stay tied after loading
@@ -41,7 +41,7 @@ def test_convert_command(tmp_path, capsys):
     model = build_model(get_preset("tiny").config).eval()
     save_official_checkpoint(model, tmp_path / "official.pth")
     assert cli_main(["convert", str(tmp_path / "official.pth"), "--preset", "tiny", "--out", str(tmp_path / "c")]) == 0
-    loaded = from_pretrained(tmp_path / "c")
+    loaded = load_model(tmp_path / "c")
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     # a wrong preset is a one-line error naming the cause, exit code 2
     assert cli_main(["convert", str(tmp_path / "official.pth"), "--preset", "resnet50-release",

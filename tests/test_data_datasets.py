@@ -229,7 +229,7 @@ def test_mevis_union_masks_and_counts(fixtures):
 # ---------------------------------------------------------------------------------------------
 def test_augmented_ytvos_invariants(fixtures):
     root = fixtures["data"] / "ref-youtube-vos"
-    ds = build_dataset("ytvos", root, "train")
+    ds = build_dataset("ytvos", root, "train", swap_whole_words=True)  # our option; the default is the original's
     ds.transforms.transforms[-1] = _KeepPixels()  # keep xyxy pixel boxes to compare with the masks
     captions = {(ce.expression.video_id, ce.expression.exp_id): ce.expression.caption for ce in ds.expressions}
     flips = 0
@@ -257,6 +257,10 @@ def test_augmented_ytvos_invariants(fixtures):
             swapped = [{"left": "right", "right": "left"}.get(w, w) for w in original.split()]
             assert target["caption"].split() == swapped
     assert flips > 0
+    # the default is the original's substring swap: "leftward" becomes "rightward"
+    _seed(0)
+    default = build_dataset("ytvos", root, "train")
+    assert default.transforms.transforms[0].swap_whole_words is False
 
 
 class _KeepPixels:

@@ -10,17 +10,17 @@ import pytest
 from PIL import Image
 
 from referformer.cli import main
-from referformer.synthetic.model import bundled_model_dir
+from referformer.engine.synthetic_tiny import bundled_model_dir
 
 
 def test_bundled_model_is_small_and_loads():
-    from referformer.checkpoint import from_pretrained
+    from referformer.checkpoint import load_model
     from referformer.text import load_tokenizer
 
     folder = bundled_model_dir()
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size < 25e6, f"bundled model is {size / 1e6:.1f} MB"
-    model = from_pretrained(folder)
+    model = load_model(folder)
     tokenizer = load_tokenizer(folder / "tokenizer")
     assert len(tokenizer) <= model.config.text_encoder.vocab_size
     assert not model.config.freeze_text_encoder  # trained from scratch, text encoder included

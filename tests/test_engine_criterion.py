@@ -15,7 +15,11 @@ FOCAL_POS_AT_HALF = 0.25 * 0.25 * LN2
 FOCAL_NEG_AT_HALF = 0.75 * 0.25 * LN2
 TARGET_BOX = [0.25, 0.25, 0.5, 0.5]
 FAR_BOX = [0.5, 0.5, 0.2, 0.2]
-GIOU_FAR_VS_ZERO = -0.32 / 0.36  # see test_engine_losses.test_giou_with_zero_box_of_invisible_frame
+EPS = 1e-6  # the original util/box_ops.py GIoU smoothing
+# see test_engine_losses.test_giou_with_zero_box_of_invisible_frame: inter 0, union 0.04, hull 0.36
+GIOU_FAR_VS_ZERO = EPS / (0.04 + EPS) - (0.32 + EPS) / (0.36 + EPS)
+# a box against itself (TARGET_BOX, area 0.25): iou 1, enclosing term eps / (0.25 + eps)
+GIOU_TARGET_VS_ITSELF = 1 - EPS / (0.25 + EPS)
 
 
 def make_clip(valid=(1, 0), labels=(0, 0), num_classes=1, matched_query=1):
@@ -59,7 +63,7 @@ def test_matcher_cost_matrix_by_hand():
     cost_mask = (FOCAL_POS_AT_HALF + 7 * FOCAL_NEG_AT_HALF) / 8
     cost_dice = -(2 * 0.5 + 1) / (4 + 1 + 1)
     shared = 2 * cost_class + 2 * cost_mask + 5 * cost_dice
-    matched = shared + 5 * (0 + 1.4) / 2 + 2 * -(1 + GIOU_FAR_VS_ZERO) / 2
+    matched = shared + 5 * (0 + 1.4) / 2 + 2 * -(GIOU_TARGET_VS_ITSELF + GIOU_FAR_VS_ZERO) / 2
     other = shared + 5 * (l1_far_vs_target + 1.4) / 2 + 2 * -(giou_far_vs_target + GIOU_FAR_VS_ZERO) / 2
     assert costs[1, 0] == pytest.approx(matched, rel=1e-5)
     assert costs[0, 0] == pytest.approx(other, rel=1e-5)
@@ -87,14 +91,15 @@ def test_criterion_every_term_by_hand():
     assert losses["loss_ce"] == pytest.approx((FOCAL_POS_AT_HALF + 3 * FOCAL_NEG_AT_HALF) / num_boxes, rel=1e-6)
     # frame 0 exact, frame 1 (invisible) against the zero box, as in the original
     assert losses["loss_bbox"] == pytest.approx(1.4, rel=1e-6)
-    assert losses["loss_giou"] == pytest.approx(1 - GIOU_FAR_VS_ZERO, rel=1e-5)
+    assert losses["loss_giou"] == pytest.approx((1 - GIOU_TARGET_VS_ITSELF) + (1 - GIOU_FAR_VS_ZERO), rel=1e-5)
     assert losses["loss_mask"] == pytest.approx((FOCAL_POS_AT_HALF + 7 * FOCAL_NEG_AT_HALF) / 8, rel=1e-6)
     assert losses["loss_dice"] == pytest.approx(1 - 2 / 6, rel=1e-6)
     assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice"}
 
     visible_only = SetCriterion(num_decoder_layers=1, box_loss_visible_only=True)(outputs, [target])
     assert visible_only["loss_bbox"] == pytest.approx(0.0, abs=1e-7)
-    assert visible_only["loss_giou"] == pytest.approx(0.0, abs=1e-6)
+    # about 0; exactly: the original's epsilons make a perfect box cost eps / (area + eps) = 4e-6
+    assert visible_only["loss_giou"] == pytest.approx(1 - GIOU_TARGET_VS_ITSELF, rel=0.05)
     assert visible_only["loss_dice"] == losses["loss_dice"]
 
 
@@ -184,4 +189,24 @@ def _giou(box_a, box_b):
     inter = max(0, min(ax2, bx2) - max(ax1, bx1)) * max(0, min(ay2, by2) - max(ay1, by1))
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
-    return inter / union - (hull - union) / hull
+    # the original util/box_ops.py (not DETR's): 1e-6 on both sides of both fractions
+    return (inter + EPS) / (union + EPS) - ((hull - union) + EPS) / (hull + EPS)
+
+
+def test_focal_alpha_reaches_loss_ce_only():
+    """The original's --focal_alpha is passed to loss_ce only; loss_mask and the matcher use 0.25."""
+    outputs, target = make_clip()
+    default = SetCriterion(num_decoder_layers=1)
+    other = SetCriterion(num_decoder_layers=1, focal_alpha=0.6)
+    base, changed = default(outputs, [target]), other(outputs, [target])
+    # loss_ce with alpha 0.6 at p = 0.5: 1 positive slot, 3 negative ones
+    pos, neg = 0.6 * 0.25 * LN2, 0.4 * 0.25 * LN2
+    assert changed["loss_ce"] == pytest.approx(pos + 3 * neg, rel=1e-6)
+    assert changed["loss_ce"] != pytest.approx(base["loss_ce"].item(), rel=1e-3)
+    for name in ("loss_bbox", "loss_giou", "loss_mask", "loss_dice"):
+        assert torch.equal(changed[name], base[name]), name
+    assert changed["loss_mask"] == pytest.approx((FOCAL_POS_AT_HALF + 7 * FOCAL_NEG_AT_HALF) / 8, rel=1e-6)
+    # the matcher is not told about focal_alpha: same costs, same matching
+    costs = other.matcher.cost_matrix(outputs, [target])[0]
+    assert torch.equal(costs, default.matcher.cost_matrix(outputs, [target])[0])
+    assert MatcherCosts().focal_alpha == 0.25 and MatcherCosts().focal_gamma == 2.0

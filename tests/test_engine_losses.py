@@ -72,14 +72,52 @@ def test_focal_class_cost():
     assert cost[0, 1] == pytest.approx(FOCAL_POS_AT_HALF - FOCAL_NEG_AT_HALF, rel=1e-5)
 
 
+EPS = 1e-6  # the original util/box_ops.py smoothing
+
+
+def _original_giou(inter: float, union: float, hull: float) -> float:
+    """The original's GIoU from its three areas: ``(i + eps)/(u + eps) - ((h - u) + eps)/(h + eps)``."""
+    return (inter + EPS) / (union + EPS) - ((hull - union) + EPS) / (hull + EPS)
+
+
 def test_giou_with_zero_box_of_invisible_frame():
     pred = box_cxcywh_to_xyxy(torch.tensor([[0.5, 0.5, 0.2, 0.2]]))
     zero = torch.zeros(1, 4)
     assert pred.tolist() == [[pytest.approx(0.4), pytest.approx(0.4), pytest.approx(0.6), pytest.approx(0.6)]]
-    # union 0.04, enclosing box (0,0)-(0.6,0.6): 0 - (0.36 - 0.04) / 0.36
-    assert generalized_box_iou(pred, zero)[0, 0] == pytest.approx(-0.32 / 0.36, rel=1e-5)
+    # inter 0, union 0.04, enclosing box (0,0)-(0.6,0.6): DETR would give 0 - (0.36 - 0.04) / 0.36;
+    # the original's epsilons give 1e-6 / (0.04 + 1e-6) - (0.32 + 1e-6) / (0.36 + 1e-6)
+    vs_zero = _original_giou(0.0, 0.04, 0.36)
+    assert generalized_box_iou(pred, zero)[0, 0] == pytest.approx(vs_zero, rel=1e-5)
+    assert generalized_box_iou(pred, zero)[0, 0] != pytest.approx(-0.32 / 0.36, rel=1e-5)  # not DETR's
     same = paired_generalized_box_iou(torch.cat([pred, pred]), torch.cat([pred, zero]))
-    assert same.tolist() == [pytest.approx(1.0), pytest.approx(-0.32 / 0.36, rel=1e-5)]
+    # identical boxes: iou 1, enclosing term eps / (0.04 + eps)
+    assert same.tolist() == [pytest.approx(_original_giou(0.04, 0.04, 0.04), rel=1e-6),
+                             pytest.approx(vs_zero, rel=1e-5)]
+
+
+def test_giou_epsilons_by_hand():
+    """Hand-computed GIoU of the original util/box_ops.py on boxes that expose each epsilon."""
+    # the issue's example: a predicted box of side 0.0067 centred at (0.0067, 0.0067) vs the zero box
+    side = 0.0067
+    tiny = box_cxcywh_to_xyxy(torch.tensor([[side, side, side, side]], dtype=torch.float64))
+    zero = torch.zeros(1, 4, dtype=torch.float64)
+    hull = (1.5 * side) ** 2
+    expected = _original_giou(0.0, side * side, hull)
+    assert 1 - generalized_box_iou(tiny, zero)[0, 0].item() == pytest.approx(1 - expected, rel=1e-9)
+    assert 1 - expected == pytest.approx(1.538, abs=5e-4)  # DETR's formula: 2 - side^2 / hull = 1.556
+    assert 2 - side * side / hull == pytest.approx(1.556, abs=5e-4)
+    # two zero boxes: iou = eps / eps = 1, enclosing term eps / eps = 1 -> GIoU 0 (not NaN)
+    assert generalized_box_iou(zero, zero)[0, 0].item() == 0.0
+    # overlapping boxes, xyxy: a = (0, 0)-(2, 1), b = (1, 0)-(3, 2): inter 1, union 2 + 4 - 1 = 5, hull 3 * 2
+    a = torch.tensor([[0.0, 0.0, 2.0, 1.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 0.0, 3.0, 2.0]], dtype=torch.float64)
+    giou = generalized_box_iou(a, b)[0, 0].item()
+    assert giou == pytest.approx(_original_giou(1.0, 5.0, 6.0), rel=1e-12)
+    assert giou == pytest.approx((1 + EPS) / (5 + EPS) - (1 + EPS) / (6 + EPS), rel=1e-12)
+    # pairwise shape and symmetry
+    pair = generalized_box_iou(torch.cat([a, b, tiny]), torch.cat([b, zero]))
+    assert pair.shape == (3, 2) and pair[0, 0].item() == pytest.approx(giou, rel=1e-12)
+    assert generalized_box_iou(b, a)[0, 0].item() == pytest.approx(giou, rel=1e-12)
 
 
 def test_downsample_target_masks_pads_then_takes_every_4th_pixel_from_2():

@@ -13,6 +13,7 @@ from scipy.optimize import linear_sum_assignment
 
 from referformer.errors import DatasetFormatError
 from referformer.evaluation import davis as D
+from referformer.evaluation import measures as M
 
 
 # --------------------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ def _ref_f(fg, gt, void):
     r = np.ceil(0.008 * np.linalg.norm(fg.shape))
     fb = _ref_seg2bmap(fg * ~void)
     gb = _ref_seg2bmap(gt * ~void)
-    ker = D.disk(r)
+    ker = M.disk(r)
     fd, gd = cv2.dilate(fb.astype(np.uint8), ker), cv2.dilate(gb.astype(np.uint8), ker)
     n_fg, n_gt = np.sum(fb), np.sum(gb)
     if n_fg == 0 and n_gt > 0:
@@ -90,7 +91,7 @@ def _ref_unsupervised(gt_labels, pred_labels):
 # boundary map, radius, disk
 # --------------------------------------------------------------------------------------------
 def test_boundary_of_full_frame_mask_is_empty():
-    assert not D.boundary_map(np.ones((5, 7), bool)).any()
+    assert not M.boundary_map(np.ones((5, 7), bool)).any()
 
 
 @pytest.mark.parametrize("y, x", [(3, 4), (1, 1)])
@@ -99,32 +100,32 @@ def test_single_pixel_boundary_is_2x2_block_up_left(y, x):
     mask[y, x] = True
     expected = np.zeros_like(mask)
     expected[y - 1 : y + 1, x - 1 : x + 1] = True
-    np.testing.assert_array_equal(D.boundary_map(mask), expected)
+    np.testing.assert_array_equal(M.boundary_map(mask), expected)
 
 
 def test_single_pixel_boundary_at_corners():
     mask = np.zeros((4, 5), bool)
     mask[0, 0] = True  # only itself: nothing above/left of it
-    assert set(zip(*np.nonzero(D.boundary_map(mask)))) == {(0, 0)}
+    assert set(zip(*np.nonzero(M.boundary_map(mask)))) == {(0, 0)}
     mask = np.zeros((4, 5), bool)
     mask[3, 4] = True  # bottom-right pixel itself is never a boundary
-    assert set(zip(*np.nonzero(D.boundary_map(mask)))) == {(3, 3), (2, 4), (2, 3)}
+    assert set(zip(*np.nonzero(M.boundary_map(mask)))) == {(3, 3), (2, 4), (2, 3)}
 
 
 def test_boundary_last_row_and_column_rules():
     mask = np.zeros((3, 4), bool)
     mask[2, :2] = True  # last row: compared only with the right neighbour
-    assert set(zip(*np.nonzero(D.boundary_map(mask)))) == {(1, 0), (1, 1), (2, 1)}
+    assert set(zip(*np.nonzero(M.boundary_map(mask)))) == {(1, 0), (1, 1), (2, 1)}
     mask = np.zeros((3, 4), bool)
     mask[:2, 3] = True  # last column: compared only with the pixel below
-    assert set(zip(*np.nonzero(D.boundary_map(mask)))) == {(0, 2), (1, 2), (1, 3)}
+    assert set(zip(*np.nonzero(M.boundary_map(mask)))) == {(0, 2), (1, 2), (1, 3)}
 
 
 def test_boundary_matches_transcription_on_random_masks():
     rng = np.random.default_rng(0)
     for _ in range(50):
         m = rng.random((int(rng.integers(1, 12)), int(rng.integers(1, 12)))) < 0.5
-        np.testing.assert_array_equal(D.boundary_map(m), _ref_seg2bmap(m))
+        np.testing.assert_array_equal(M.boundary_map(m), _ref_seg2bmap(m))
 
 
 @pytest.mark.parametrize(
@@ -132,19 +133,19 @@ def test_boundary_matches_transcription_on_random_masks():
     [(64, 96, 1), (240, 320, 4), (360, 640, 6), (480, 854, 8), (720, 1280, 12), (1080, 1920, 18)],
 )
 def test_tolerance_radius(h, w, r):
-    assert D.boundary_radius(h, w) == r
+    assert M.boundary_radius(h, w) == r
 
 
 def test_tolerance_radius_absolute_when_at_least_one():
-    assert D.boundary_radius(480, 854, bound_th=3) == 3
+    assert M.boundary_radius(480, 854, bound_th=3) == 3
 
 
 def test_disk_shapes():
-    np.testing.assert_array_equal(D.disk(0), [[1]])
-    np.testing.assert_array_equal(D.disk(1), [[0, 1, 0], [1, 1, 1], [0, 1, 0]])
-    d2 = D.disk(2)
+    np.testing.assert_array_equal(M.disk(0), [[1]])
+    np.testing.assert_array_equal(M.disk(1), [[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    d2 = M.disk(2)
     assert d2.shape == (5, 5) and d2.sum() == 13 and d2[0, 0] == 0 and d2[0, 1] == 0
-    d8 = D.disk(8)
+    d8 = M.disk(8)
     yy, xx = np.mgrid[-8:9, -8:9]
     np.testing.assert_array_equal(d8, (yy**2 + xx**2 <= 64).astype(np.uint8))
 
@@ -153,7 +154,7 @@ def test_disk_shapes():
 # precision / recall special cases, J and F on simple masks
 # --------------------------------------------------------------------------------------------
 def test_f_special_cases():
-    f = D.f_from_counts(
+    f = M.f_from_counts(
         np.array([0, 0, 5, 4]),
         np.array([0, 3, 0, 4]),
         np.array([0, 0, 0, 0]),
@@ -161,23 +162,23 @@ def test_f_special_cases():
     )
     np.testing.assert_array_equal(f, [1.0, 0.0, 0.0, 0.0])  # last: P = R = 0 -> F = 0
     assert (
-        D.f_from_counts(np.array(4), np.array(8), np.array(2), np.array(6))[()]
+        M.f_from_counts(np.array(4), np.array(8), np.array(2), np.array(6))[()]
         == 2 * 0.5 * 0.75 / 1.25
     )
 
 
 def test_full_frame_vs_empty_gives_j0_f1():
     full, empty = np.ones((20, 30), bool), np.zeros((20, 30), bool)
-    assert D.region_similarity(full, empty) == 0.0
-    assert D.boundary_f_measure(full, empty) == 1.0
+    assert M.region_similarity(full, empty) == 0.0
+    assert M.boundary_f_measure(full, empty) == 1.0
 
 
 def test_empty_vs_empty_and_empty_vs_object():
     empty = np.zeros((20, 30), bool)
     obj = empty.copy()
     obj[5:9, 5:9] = True
-    assert D.region_similarity(empty, empty) == 1.0 and D.boundary_f_measure(empty, empty) == 1.0
-    assert D.region_similarity(empty, obj) == 0.0 and D.boundary_f_measure(empty, obj) == 0.0
+    assert M.region_similarity(empty, empty) == 1.0 and M.boundary_f_measure(empty, empty) == 1.0
+    assert M.region_similarity(empty, obj) == 0.0 and M.boundary_f_measure(empty, obj) == 0.0
 
 
 def test_void_pixels_excluded_from_j_and_f():
@@ -187,9 +188,9 @@ def test_void_pixels_excluded_from_j_and_f():
     pred[5:10, 10:15] = True  # 25 extra pixels, all void
     void = np.zeros_like(gt)
     void[:, 10:] = True
-    assert D.region_similarity(pred, gt, void) == 1.0
-    assert D.boundary_f_measure(pred, gt, void) == 1.0
-    assert D.region_similarity(pred, gt) == 0.5
+    assert M.region_similarity(pred, gt, void) == 1.0
+    assert M.boundary_f_measure(pred, gt, void) == 1.0
+    assert M.region_similarity(pred, gt) == 0.5
 
 
 def test_shifted_square_hand_computed():
@@ -197,9 +198,9 @@ def test_shifted_square_hand_computed():
     gt = np.zeros((64, 96), bool)
     gt[10:20, 10:20] = True
     pred = np.roll(gt, 2, axis=1)
-    assert D.region_similarity(pred, gt) == pytest.approx(80 / 120, abs=0)
+    assert M.region_similarity(pred, gt) == pytest.approx(80 / 120, abs=0)
     # boundaries are the 11x11 outlines (40 px); 22 of each side lie within the cross of the other
-    assert D.boundary_f_measure(pred, gt) == pytest.approx(0.55, abs=1e-15)
+    assert M.boundary_f_measure(pred, gt) == pytest.approx(0.55, abs=1e-15)
 
 
 # --------------------------------------------------------------------------------------------

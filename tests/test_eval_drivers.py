@@ -25,6 +25,7 @@ from referformer.evaluation.drivers import (
 )
 from referformer.evaluation.drivers.davis import merge_objects
 from referformer.evaluation.mevis import evaluate_mevis
+from referformer.inference.predictor import Predictor
 from referformer.models import build_model
 from referformer.presets import tiny_config
 from referformer.text import load_tokenizer
@@ -78,7 +79,8 @@ def tiny(tmp_path_factory) -> ModelSegmenter:
     torch.manual_seed(0)
     model = build_model(tiny_config()).eval()
     tok_dir = make_tokenizer(tmp_path_factory.mktemp("tok"), ["a person on the left", "the dog in grey", "a car"])
-    return ModelSegmenter(model, load_tokenizer(tok_dir), short_side=96, sentence_batch_size=3)  # small: formats only
+    predictor = Predictor(model, load_tokenizer(tok_dir), short_side=96, sentence_batch_size=3)
+    return ModelSegmenter(predictor)  # small: formats only
 
 
 class VideoOracle:
@@ -265,5 +267,5 @@ def test_load_segmenter_uses_the_tokenizer_saved_with_the_checkpoint():
     from referformer.evaluation.drivers.segmenters import load_segmenter
 
     segmenter = load_segmenter("synthetic-tiny")
-    assert len(segmenter.tokenizer) == segmenter.model.config.text_encoder.vocab_size
-    assert segmenter.tokenizer("the red circle")["input_ids"][0] == 0  # <s>, as RoBERTa
+    assert len(segmenter.predictor.tokenizer) == segmenter.model.config.text_encoder.vocab_size
+    assert segmenter.predictor.tokenizer("the red circle")["input_ids"][0] == 0  # <s>, as RoBERTa

@@ -16,8 +16,8 @@ import torch
 from referformer.checkpoint import save_pretrained
 from referformer.cli import main as cli_main
 from referformer.config import TextEncoderConfig
-from referformer.evaluation.davis import boundary_f_measure, region_similarity
 from referformer.evaluation.drivers import build_eval_dataset, run_evaluation
+from referformer.evaluation.measures import boundary_f_measure, region_similarity
 from referformer.models import build_model
 from referformer.presets import tiny_config
 from referformer.synthetic import (

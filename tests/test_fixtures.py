@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from referformer.tools.fixture import build_fixture_model, compare_tree, run_fixture
+from tools.fixture import build_fixture_model, compare_tree, run_fixture
 
 CASES = {
     f"{backbone}_{config}_seed0": f"keys_{backbone}{'_release' if config == 'release' else ''}.tsv"

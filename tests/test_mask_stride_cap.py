@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from referformer.evaluation.davis import region_similarity
+from referformer.evaluation.measures import region_similarity
 from referformer.synthetic import SceneConfig, generate_dataset
-from referformer.synthetic.scoring import ideal_stride_masks, mask_stride_cap
+from referformer.evaluation.synthetic import ideal_stride_masks, mask_stride_cap
 
 
 def test_grid_aligned_square_loses_one_pixel_per_corner():

@@ -105,12 +105,20 @@ def test_config_json_round_trip_and_validation(tmp_path):
         (50265, 514, 1, 1e-5)
 
 
-def test_unsupported_backbone_is_user_error(monkeypatch):
-    import sys
+def test_every_known_backbone_has_a_builder():
+    """config's backbone names are the builders' names, and every preset's backbone is one of them."""
+    import torchvision
 
-    monkeypatch.setitem(sys.modules, "referformer.models.backbones.swin", None)  # import fails
-    with pytest.raises(UserError, match="not yet supported"):
-        build_model(tiny_config(backbone="swin_t_p4w7"))
+    from referformer.config import KNOWN_BACKBONES, REFVOS_BACKBONES, RefVOSConfig
+    from referformer.models.backbones.resnet import RESNET_CHANNELS
+    from referformer.models.backbones.swin import SWIN_CONFIGS
+    from referformer.models.backbones.video_swin import VIDEO_SWIN_CONFIGS
+    from referformer.presets import list_presets
+
+    assert set(KNOWN_BACKBONES) == set(RESNET_CHANNELS) | set(SWIN_CONFIGS) | set(VIDEO_SWIN_CONFIGS)
+    assert all(callable(getattr(torchvision.models, name)) for name in REFVOS_BACKBONES)
+    assert all(p.config.backbone in (REFVOS_BACKBONES if isinstance(p.config, RefVOSConfig) else KNOWN_BACKBONES)
+               for p in list_presets())
 
 
 def test_frame_indices_select_frames_after_the_backbone():

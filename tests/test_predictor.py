@@ -20,10 +20,11 @@ from PIL import Image
 from referformer import cli
 from referformer.checkpoint import save_official_checkpoint, save_pretrained
 from referformer.errors import CheckpointMismatchError, UserError
-from referformer.inference import predictor as predictor_module
+from referformer.checkpoint import registry as registry_module
 from referformer.inference.api import segment_video
 from referformer.inference.postprocess import cxcywh_to_xyxy_pixels, upsample_mask_logits
-from referformer.inference.predictor import Predictor, resolve_checkpoint
+from referformer.checkpoint import resolve_checkpoint
+from referformer.inference.predictor import Predictor
 from referformer.inference.preprocess import preprocess_frames
 from referformer.inference.video_io import Frame, iter_windows, open_source
 from referformer.inference.writers import decode_mask_rle
@@ -265,7 +266,7 @@ def test_long_sentence_is_refused(predictor: Predictor) -> None:
 def test_text_configs_know_their_longest_sentence() -> None:
     """RoBERTa counts positions from pad_token_id + 1, BERT from 0: both base models take 512 tokens."""
     from referformer.config import TextEncoderConfig
-    from referformer.models.refvos import BertTextConfig
+    from referformer.config import BertTextConfig
 
     assert TextEncoderConfig().max_tokens == 512  # 514 positions, pad id 1
     assert TextEncoderConfig(max_position_embeddings=66, pad_token_id=1).max_tokens == 64
@@ -277,7 +278,7 @@ def test_resolve_checkpoint(tmp_path: Path, model_dir: Path, monkeypatch: pytest
     assert resolve_checkpoint(model_dir) == model_dir
     with pytest.raises(UserError, match="checkpoint not found"):
         resolve_checkpoint(tmp_path / "missing.pth")
-    monkeypatch.setitem(predictor_module.BUNDLED_MODELS, "ghost-model", "assets/ghost-model")
+    monkeypatch.setitem(registry_module.BUNDLED_MODELS, "ghost-model", "assets/ghost-model")
     with pytest.raises(UserError, match="bundled model 'ghost-model' is missing from this installation"):
         resolve_checkpoint("ghost-model")
     try:  # the synthetic-tiny weights ship with the package (when the assets are installed)
@@ -329,7 +330,7 @@ def test_model_errors_are_one_line(case, message, tmp_path, model_dir, cli_video
         checkpoint = tmp_path / "model.pth"
         checkpoint.write_bytes(b"not a checkpoint")
     elif case == "bundled":
-        monkeypatch.setitem(predictor_module.BUNDLED_MODELS, "ghost-model", "assets/ghost-model")
+        monkeypatch.setitem(registry_module.BUNDLED_MODELS, "ghost-model", "assets/ghost-model")
         checkpoint = "ghost-model"
     elif case == "short_side":
         extra = ["--short-side", "0"]

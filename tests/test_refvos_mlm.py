@@ -5,19 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from referformer.errors import UserError
-from referformer.models.refvos import BertTextConfig, RefVOSConfig, build_refvos
-from referformer.text_mlm import (
+from referformer.config import BertTextConfig, RefVOSConfig
+from referformer.engine.text_mlm import (
     MLMConfig,
     finetune_mlm,
-    load_encoder_weights,
     mlm_batches,
     mlm_loss,
     mlm_model_from_encoder,
     run_mlm_recipe,
-    save_encoder_weights,
     train_wordpiece_tokenizer,
 )
+from referformer.errors import UserError
+from referformer.models.bert import load_encoder_weights, save_encoder_weights
+from referformer.models.refvos import build_refvos
 
 CORPUS = [
     "the red car on the left", "a dog running fast", "the man holding a white umbrella",

@@ -7,15 +7,11 @@ import math
 import pytest
 import torch
 
+from referformer.config import BertTextConfig, RefVOSConfig
 from referformer.engine.refvos_loss import RefVOSCriterion
 from referformer.errors import UserError
-from referformer.models.refvos import (
-    BertTextConfig,
-    RefVOSConfig,
-    build_deeplab_backbone,
-    build_refvos,
-    postprocess_refvos_clip,
-)
+from referformer.models.deeplab import build_deeplab_backbone
+from referformer.models.refvos import build_refvos, postprocess_refvos_clip
 
 
 @pytest.fixture(autouse=True)

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from referformer.checkpoint import from_pretrained, read_pretrained_config, save_pretrained
+from referformer.checkpoint import load_model, read_pretrained_config, save_pretrained
 from referformer.cli import main as cli_main
+from referformer.config import RefVOSConfig
 from referformer.engine.optim import OptimizerConfig, build_param_groups, optimizer_names
 from referformer.engine.recipes import get_recipe
 from referformer.engine.trainer import Trainer
 from referformer.engine.wiring import build_components
-from referformer.models.refvos import RefVOS, RefVOSConfig, build_refvos, refvos_query_outputs
+from referformer.models.refvos import RefVOS, build_refvos, refvos_query_outputs
 from referformer.presets import get_preset
 from referformer.synthetic import SceneConfig, build_synthetic_tokenizer
 
@@ -96,8 +97,6 @@ def test_refvos_trains_through_the_trainer(synth, tmp_path):
     assert len(losses) == steps and set(trainer.history[0]) >= {"loss", "loss_ce"}
     assert losses[-4:].mean() < 0.8 * losses[:4].mean(), losses  # measured: 0.65 -> 0.48
     # the training checkpoint loads as a RefVOS through the preset (load_model / segment --preset)
-    from referformer.inference.api import load_model
-
     loaded = load_model(tmp_path / "run" / "last.pth", preset="refvos-tiny")
     assert isinstance(loaded, RefVOS)
     for key, value in trainer.model.state_dict().items():
@@ -120,7 +119,7 @@ def test_save_pretrained_round_trip_is_exact(tiny_folder):
     assert json.loads((tiny_folder / "config.json").read_text())["model"]["model_type"] == "refvos"
     torch.manual_seed(0)
     original = build_refvos(get_preset("refvos-tiny").config).eval()  # same seed as the fixture's model
-    loaded = from_pretrained(tiny_folder)
+    loaded = load_model(tiny_folder)
     assert isinstance(loaded, RefVOS) and not loaded.training
     frames = torch.randn(1, 2, 3, 40, 56)
     ids = torch.tensor([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]])
@@ -180,10 +179,10 @@ def test_predictor_and_scoring_match_postprocess_refvos_clip(synth, tiny_folder)
     from referformer.inference.api import segment_video
     from referformer.inference.preprocess import preprocess_frames
     from referformer.models.refvos import postprocess_refvos_clip
-    from referformer.synthetic.scoring import score_split
+    from referformer.evaluation.synthetic import score_split
     from referformer.text import load_tokenizer, tokenize
 
-    model = from_pretrained(tiny_folder)
+    model = load_model(tiny_folder)
     tokenizer = load_tokenizer(tiny_folder / "tokenizer")
     video_dir = sorted((synth / "valid" / "JPEGImages").iterdir())[0]
     frames = [Image.open(p).convert("RGB") for p in sorted(video_dir.iterdir())]
@@ -213,18 +212,18 @@ def test_evaluate_synthetic_with_a_refvos_folder(synth, tiny_folder, tmp_path, c
 
 
 def test_mlm_step_command_and_text_encoder_init(synth, tmp_path, capsys):
-    """`python -m referformer.text_mlm` writes BERT weights; `text_encoder_init` starts RefVOS from them."""
+    """`referformer train --stage mlm` writes BERT weights; `text_encoder_init` starts RefVOS from them."""
     from safetensors.torch import load_file
 
-    from referformer.text_mlm import main as mlm_main
-    from referformer.text_mlm import train_wordpiece_tokenizer, training_sentences
+    from referformer.engine.text_mlm import train_wordpiece_tokenizer, training_sentences
 
     sentences = training_sentences(synth)
     assert len(sentences) > 3 and all(isinstance(s, str) and s for s in sentences)
     train_wordpiece_tokenizer(sentences, vocab_size=120, output_dir=tmp_path / "wordpiece")
     out = tmp_path / "bert_mlm.safetensors"
-    assert mlm_main(["--root", str(synth), "--preset", "refvos-tiny", "--tokenizer", str(tmp_path / "wordpiece"),
-                     "--out", str(out), "--steps", "3", "--batch-size", "4"]) == 0
+    assert cli_main(["train", "--stage", "mlm", "--root", str(synth), "--preset", "refvos-tiny",
+                     "--tokenizer", str(tmp_path / "wordpiece"), "--out", str(out), "--max-steps", "3",
+                     "--batch-size", "4"]) == 0
     assert "3 steps" in capsys.readouterr().out
     saved = load_file(str(out))
     config = get_recipe("refvos-synthetic").replace(model_preset="refvos-tiny", text_encoder_init=str(out))
@@ -235,9 +234,9 @@ def test_mlm_step_command_and_text_encoder_init(synth, tmp_path, capsys):
     from referformer.errors import UserError
 
     with pytest.raises(UserError, match="RefVOS options"):
-        build_components(get_recipe("toy").replace(text_encoder_init=str(out)), None)
+        build_components(get_recipe("synthetic-tiny").replace(text_encoder_init=str(out)), None)
     with pytest.raises(UserError, match="RefVOS options"):
-        build_components(get_recipe("toy").replace(class_weights=(1.0, 2.0)), None)
+        build_components(get_recipe("synthetic-tiny").replace(class_weights=(1.0, 2.0)), None)
 
 
 def test_clip_requests_a2d_refcoco_style(tiny_folder):
@@ -246,9 +245,10 @@ def test_clip_requests_a2d_refcoco_style(tiny_folder):
     import torch.nn.functional as F
 
     from referformer.evaluation.drivers.segmenters import ClipRequest, ModelSegmenter
+    from referformer.inference.predictor import Predictor
     from referformer.text import load_tokenizer, tokenize
 
-    model = from_pretrained(tiny_folder)
+    model = load_model(tiny_folder)
     tokenizer = load_tokenizer(tiny_folder / "tokenizer")
     torch.manual_seed(1)
     frames = torch.randn(3, 3, 40, 50)  # pads to 64 x 64
@@ -267,7 +267,7 @@ def test_clip_requests_a2d_refcoco_style(tiny_folder):
         seg = frame_logits()
         model.classifier[-1].bias[1] -= (seg[:, 1] - seg[:, 0])[:, :40, :50].median()
     seg = frame_logits()
-    predictions = ModelSegmenter(model, tokenizer).queries(request)
+    predictions = ModelSegmenter(Predictor(model, tokenizer)).queries(request)
     assert len(predictions) == 2
     for i, prediction in enumerate(predictions):
         assert prediction.masks.shape == (1, 80, 100) and prediction.scores.shape == (1,)
@@ -281,7 +281,7 @@ def test_init_from_a_torchvision_deeplabv3_state_dict(tmp_path):
     """--init with torchvision's COCO-style DeepLabv3 (21 classes, aux head): everything but the final
     conv and the aux head loads (checked on a ResNet-18-sized stand-in with torchvision's key names)."""
     from referformer.engine.checkpointing import load_initial_weights
-    from referformer.models.refvos import torchvision_deeplab_converter
+    from referformer.models.deeplab import torchvision_deeplab_converter
 
     config = get_preset("refvos-tiny").config
     source = build_refvos(config)

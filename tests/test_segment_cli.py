@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from referformer import cli
-from referformer.inference.predictor import resolve_checkpoint
+from referformer.checkpoint import InferenceSettings
 from referformer.inference.visualize import PALETTE
 from referformer.inference.writers import SentenceWindowResult, decode_mask_rle
 
@@ -94,9 +94,10 @@ class FakeStream:
 
 class FakePredictor:
     created: ClassVar[dict] = {}
+    settings = InferenceSettings()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, **kwargs):
+    def from_pretrained(cls, checkpoint, **kwargs):
         cls.created = {"checkpoint": checkpoint, **kwargs}
         return cls()
 
@@ -114,7 +115,6 @@ def _box(mask: np.ndarray) -> list[float]:
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> type[FakePredictor]:
     module = types.ModuleType("referformer.inference.predictor")
     module.Predictor = FakePredictor
-    module.resolve_checkpoint = resolve_checkpoint
     monkeypatch.setitem(sys.modules, "referformer.inference.predictor", module)
     return FakePredictor
 
@@ -242,14 +242,6 @@ def test_unreadable_input(tmp_path: Path, video: Path, checkpoint: Path, capsys,
         video.chmod(0o644)
     err = capsys.readouterr().err
     assert "cannot read" in err and "Permission denied" in err and err.count("\n") == 1
-
-
-def test_missing_model_core_is_a_one_line_error(tmp_path, video, checkpoint, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "referformer.inference.predictor", None)  # as if not installed
-    code = run_cli(video, "-t", "x", "--checkpoint", checkpoint, "--out", tmp_path / "o", "--device", "cpu")
-    err = capsys.readouterr().err
-    assert code == 2 and "segment needs the model core" in err and err.count("\n") == 1
-    assert not (tmp_path / "o").exists()
 
 
 def test_missing_required_options_is_a_usage_error(capsys) -> None:

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from referformer.data import build_dataset
+from referformer.data.seeding import isolated_rng
 from referformer.data.shared_clips import SharedClipSentences
-from referformer.engine.seeding import isolated_rng
 from referformer.engine.wiring import ReferFormerCollate, SharedClipCollate
 from referformer.models import build_model
 from referformer.presets import tiny_config
 from referformer.synthetic.tokenizer import synthetic_vocab_size
-from referformer.synthetic.model import ResampledDataset, synthetic_train_transforms
+from referformer.engine.synthetic_tiny import ResampledDataset, synthetic_train_transforms
 from referformer.text import load_tokenizer
 
 

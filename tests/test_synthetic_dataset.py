@@ -12,11 +12,12 @@ from PIL import Image
 
 from referformer.cli import main as cli_main
 from referformer.errors import DatasetFormatError
+from referformer.palette import VOC_PALETTE
 from referformer.synthetic.facts import MOVE_MIN, SceneFacts
 from referformer.synthetic.grammar import KINDS, grammar_vocabulary
 from referformer.synthetic.kinds import expression_groups, read_expression_kinds
 from referformer.synthetic.scenes import COLOURS, DIRECTIONS, SHAPES, SceneConfig
-from referformer.synthetic.writer import PALETTE, SYNTHETIC_CATEGORIES, generate_dataset, make_video
+from referformer.synthetic.writer import SYNTHETIC_CATEGORIES, generate_dataset, make_video
 
 CONFIG = SceneConfig(height=64, width=96, num_frames=8)
 SEED = 7
@@ -88,7 +89,7 @@ def test_ytvos_layout_and_files(dataset, split):
             assert jpg.format == "JPEG" and jpg.mode == "RGB" and jpg.size == (CONFIG.width, CONFIG.height)
             png = Image.open(dataset / split / "Annotations" / vid / f"{frame}.png")
             assert png.format == "PNG" and png.mode == "P" and png.size == jpg.size
-            assert png.getpalette()[:3 * 8] == PALETTE[:3 * 8]
+            assert png.getpalette()[:3 * 8] == list(VOC_PALETTE[:3 * 8])
             ids = set(np.unique(np.array(png)).tolist()) - {0}
             assert ids <= {int(o) for o in objects}
             for oid in ids:

@@ -15,7 +15,7 @@ import torch
 from referformer.engine.recipes import get_recipe
 from referformer.engine.trainer import Trainer
 from referformer.engine.wiring import build_components
-from referformer.synthetic.scoring import query_jf_split, score_split
+from referformer.evaluation.synthetic import query_jf_split, score_split
 
 STEPS = 40
 NUM_FRAMES = 3
@@ -69,12 +69,12 @@ def test_short_synthetic_training_learns(synthetic_root, tmp_path):
 
 
 def test_export_writes_the_bundled_layout(tmp_path):
-    """``train_tiny.export``: a training checkpoint -> fp16 ``save_pretrained`` folder + tokenizer that
+    """``recipes/synthetic_tiny.py``'s ``export``: a training checkpoint -> fp16 ``save_pretrained`` folder + tokenizer that
     loads back to the same weights (up to fp16 rounding) and is readable by everyone."""
-    from referformer.checkpoint import from_pretrained
+    from referformer.checkpoint import load_model
     from referformer.models import build_model
-    from referformer.synthetic.model import synthetic_tiny_config
-    from referformer.synthetic.train_tiny import export
+    from referformer.engine.synthetic_tiny import synthetic_tiny_config
+    from recipes.synthetic_tiny import export
     from referformer.text import load_tokenizer
 
     torch.manual_seed(0)
@@ -83,18 +83,18 @@ def test_export_writes_the_bundled_layout(tmp_path):
     out = export(tmp_path / "last.pth", tmp_path / "model", {"name": "synthetic-tiny"})
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.rglob("*") if p.is_file())
-    loaded = from_pretrained(out)
+    loaded = load_model(out)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name].float(), value.half().float(), atol=0, rtol=0)
     assert load_tokenizer(out / "tokenizer")("the red circle")["input_ids"][0] == 0  # <s>
 
 
 def test_evaluate_reports_windows_and_the_stride_cap(tmp_path, capsys):
-    """``train_tiny.evaluate`` on a generated split with the bundled model: per-window summaries by kind
+    """``recipes/synthetic_tiny.py``'s ``evaluate`` on a generated split with the bundled model: per-window summaries by kind
     and the stride-4 cap over the same expressions; ``print_report`` prints both."""
     from referformer.synthetic import SceneConfig, generate_dataset
-    from referformer.synthetic.scoring import mask_stride_cap
-    from referformer.synthetic.train_tiny import evaluate, print_report
+    from referformer.evaluation.synthetic import mask_stride_cap
+    from recipes.synthetic_tiny import evaluate, print_report
 
     generate_dataset(tmp_path, 11, 1, splits=("valid",), config=SceneConfig(num_frames=4), progress=False)
     report = evaluate("synthetic-tiny", tmp_path, "valid", windows=(2, 1))
@@ -109,7 +109,7 @@ def test_evaluate_reports_windows_and_the_stride_cap(tmp_path, capsys):
 
 
 def test_evaluate_without_data_says_which_step_to_run(tmp_path, capsys):
-    from referformer.synthetic.train_tiny import main
+    from recipes.synthetic_tiny import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--work", str(tmp_path), "--steps", "evaluate", "--model", "synthetic-tiny"])

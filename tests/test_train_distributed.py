@@ -1,4 +1,6 @@
-"""Two CPU processes (gloo, ``torchrun --nproc_per_node 2``) train like one process with the same global batch."""
+"""Two CPU processes (gloo, ``torchrun --nproc_per_node 2``) train like one process with the same global batch.
+
+The two processes run ``tests/toy.py`` (the stand-in model and clips) under ``torchrun``."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from referformer.engine.recipes import get_recipe
-from referformer.engine.toy import ToyClips, ToyReferModel, toy_collate
+import referformer
 from referformer.engine.train_log import read_log
 from referformer.engine.trainer import Trainer
+from toy import ToyClips, ToyReferModel, toy_collate, toy_recipe
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+TOY_SCRIPT = Path(__file__).with_name("toy.py")
 LOSS_COLUMNS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "loss_mask_0", "grad_norm")
 
 
@@ -24,15 +27,17 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     steps = 3
     torchrun = str(TORCHRUN) if TORCHRUN.exists() else shutil.which("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    checkout = Path(referformer.__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():  # testing a source tree: the workers import it too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH")) if p)
     command = [
-        torchrun, "--standalone", "--nproc_per_node", "2", "-m", "referformer", "train",
-        "--recipe", "toy", "--out", str(tmp_path / "two"), "--device", "cpu", "--precision", "fp32",
-        "--batch-size", "1", "--max-steps", str(steps), "--num-workers", "0", "--no-progress",
+        torchrun, "--standalone", "--nproc_per_node", "2", str(TOY_SCRIPT),
+        "--out", str(tmp_path / "two"), "--batch-size", "1", "--max-steps", str(steps),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    config = get_recipe("toy").replace(device="cpu", precision="fp32", batch_size=2, max_steps=steps, num_workers=0)
+    config = toy_recipe(device="cpu", precision="fp32", batch_size=2, max_steps=steps, num_workers=0)
     single = Trainer(
         config,
         lambda: ToyReferModel(num_layers=config.num_decoder_layers),

@@ -7,33 +7,24 @@ import os
 import pytest
 import torch
 
+from referformer.data.seeding import SeededDataset
 from referformer.engine.checkpointing import load_initial_weights, load_training_checkpoint, save_atomic
 from referformer.engine.distributed import ResumableDistributedSampler
 from referformer.engine.optim import OptimizerConfig, build_optimizer, build_param_groups, build_scheduler
 from referformer.engine.recipes import RECIPES, get_recipe
-from referformer.engine.seeding import SeededDataset
-from referformer.engine.toy import ToyClips, ToyReferModel, toy_collate
 from referformer.engine.train_log import read_log
-from referformer.engine.trainer import Trainer, resolve_precision
+from referformer.engine.trainer import resolve_precision
 from referformer.errors import CheckpointMismatchError, UserError
+from toy import ToyClips, ToyReferModel, toy_recipe, toy_trainer
 
 
 def toy_config(**changes):
     base = dict(device="cpu", precision="fp32", num_workers=0, checkpoint_every=1)
     base.update(changes)
-    return get_recipe("toy").replace(**base)
+    return toy_recipe(**base)
 
 
-def make_trainer(out_dir, config, **kwargs):
-    return Trainer(
-        config,
-        lambda: ToyReferModel(num_layers=config.num_decoder_layers),
-        ToyClips(num_clips=8, num_frames=config.num_frames),
-        out_dir,
-        toy_collate,
-        show_progress=False,
-        **kwargs,
-    )
+make_trainer = toy_trainer  # ToyReferModel on 8 ToyClips, no progress bar
 
 
 def test_param_groups_learning_rates_and_frozen_text_encoder():
@@ -209,7 +200,7 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
 
     assert main(["train", "--recipe", "ytvos-finetune", "--out", str(tmp_path)]) == 2
     assert "--root" in capsys.readouterr().err
-    assert main(["train", "--recipe", "toy", "--out", str(tmp_path), "--resume"]) == 2
+    assert main(["train", "--recipe", "synthetic-tiny", "--out", str(tmp_path), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert main(["train", "--recipe", "nope", "--out", str(tmp_path)]) == 2
     assert main(["train", "--list-recipes"]) == 0
@@ -219,7 +210,7 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
 def test_init_from_the_bundled_model_by_name():
     """``--init synthetic-tiny`` resolves the bundled folder and loads every weight of that architecture."""
     from referformer.models import build_model
-    from referformer.synthetic.model import bundled_model_dir, synthetic_tiny_config
+    from referformer.engine.synthetic_tiny import bundled_model_dir, synthetic_tiny_config
 
     torch.manual_seed(0)
     model = build_model(synthetic_tiny_config())

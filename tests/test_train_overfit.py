@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from referformer.engine.recipes import get_recipe
-from referformer.engine.toy import ToyClips
 from referformer.engine.train_log import read_log
 from referformer.engine.trainer import Trainer
+from toy import ToyClips, toy_recipe
 
 
 
@@ -47,7 +46,7 @@ def test_tiny_referformer_overfits_one_clip(tmp_path, one_thread):
 
     model_config = tiny_config().replace(dropout=0.0)
     steps = 60
-    config = get_recipe("toy").replace(
+    config = toy_recipe(
         num_decoder_layers=model_config.dec_layers, batch_size=1, epochs=1, num_workers=0, precision="fp32",
         **{"optimizer.lr": 1e-3, "optimizer.lr_backbone": 1e-3},
     )

@@ -245,18 +245,18 @@ def test_source_repr_is_informative(tmp_path: Path) -> None:
 
 def test_decoding_is_lazy_window_by_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Taking the first window decodes only that window (plus, with prefetch, the next one)."""
-    from referformer.inference import video_io
+    from referformer.inference import decoders
 
     source = open_source(write_video(tmp_path / "long.mp4", num_frames=40))
     decoded = []
-    real_decode = video_io._decode
+    real_decode = decoders._decode
 
     def counting_decode(container, path):
         for frame in real_decode(container, path):
             decoded.append(frame)
             yield frame
 
-    monkeypatch.setattr(video_io, "_decode", counting_decode)
+    monkeypatch.setattr(decoders, "_decode", counting_decode)
     windows = source.windows(4)
     next(windows)
     assert len(decoded) == 4

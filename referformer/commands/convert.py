@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from referformer.commands import help_text
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("convert", help="convert an official ReferFormer .pth into our format",
-                              description=__doc__.split("\n\n")[0])
+                              description=help_text(__doc__.split("\n\n")[0]))
     p.add_argument("checkpoint", type=Path, help="official checkpoint (.pth, a dict with a 'model' state dict)")
     p.add_argument("--preset", default=None,
                    help="preset name (see `referformer presets`); default: guessed from the file name or keys")
@@ -23,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from referformer.checkpoint import infer_architecture, load_official_state_dict, read_official_checkpoint, save_pretrained
-    from referformer.errors import UserError
+    from referformer.checkpoint import load_official_state_dict, read_official_checkpoint, save_pretrained
+    from referformer.checkpoint.official import guess_preset
     from referformer.models import build_model
     from referformer.presets import get_preset, preset_for_file
 
@@ -32,17 +34,12 @@ def run(args: argparse.Namespace) -> int:
     name = args.preset
     if name is None:
         by_file = preset_for_file(args.checkpoint.name)
-        if by_file is not None:
-            name = by_file.name
-        else:
-            info = infer_architecture(sd)
-            if info["backbone"] is None or info["with_box_refine"] is None:
-                raise UserError(f"cannot guess the preset of {args.checkpoint}; pass --preset NAME")
-            name = f"{info['backbone']}-{'release' if info['with_box_refine'] else 'default'}"
+        name = by_file.name if by_file is not None else guess_preset(sd, args.checkpoint)
         print(f"using preset {name}")
     preset = get_preset(name)
     model = build_model(preset.config, init_weights=False)
     load_official_state_dict(model, sd)
+    # config.json also records the original's inference settings (short side 360, query per video)
     out = save_pretrained(model, args.out, metadata={"preset": preset.name, "source": args.checkpoint.name,
                                                       "dataset": preset.dataset})
     print(f"wrote {out} (preset {preset.name})")

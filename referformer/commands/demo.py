@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from referformer.commands import help_text
 
 DEMO_SPLIT = "demo"  # the video's split name in the generator's seeding (never used for training)
 DEFAULT_OUT = "referformer-demo"
@@ -30,13 +33,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="segment a fresh synthetic video with the bundled model (offline)",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default ./{DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=None, help="video seed (default: a new random one, printed)")
     p.add_argument("--expressions", type=int, default=4, help="expressions to segment, at most (default 4)")
-    p.add_argument("--window", type=int, default=5, help="frames the model sees at once (default 5, as trained)")
+    p.add_argument("--window", type=int, default=None,
+                   help="frames the model sees at once (default: the model's inference settings, 5 as trained)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.set_defaults(run=run)
@@ -63,27 +67,28 @@ def pick_expressions(expressions: Any, count: int) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     from PIL import Image
 
-    from referformer.checkpoint import from_pretrained
+    from referformer.commands.segment import segment_to_folder
     from referformer.errors import UserError
-    from referformer.inference.api import segment_video
-    from referformer.inference.writers import SegmentationWriter, SentenceWindowResult
-    from referformer.synthetic.model import EVAL_SHORT_SIDE, bundled_model_dir
+    from referformer.inference.predictor import Predictor
+    from referformer.inference.video_io import open_source
+    from referformer.inference.writers import check_output_dir, decode_mask_rle
+    from referformer.engine.synthetic_tiny import BUNDLED_NAME
     from referformer.synthetic.scenes import SceneConfig, render_frame
-    from referformer.synthetic.scoring import jf_scores
+    from referformer.evaluation.synthetic import jf_scores
     from referformer.synthetic.writer import make_video
-    from referformer.text import load_tokenizer
 
     if args.expressions < 1:
         raise UserError(f"--expressions must be at least 1, got {args.expressions}")
-    if args.window < 1:
+    if args.window is not None and args.window < 1:
         raise UserError(f"--window must be at least 1, got {args.window}")
+    check_output_dir(args.out, args.overwrite)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     start = time.perf_counter()
-    folder = bundled_model_dir()
-    model = from_pretrained(folder).float().eval()
-    tokenizer = load_tokenizer(folder / "tokenizer")
+    predictor = Predictor.from_pretrained(BUNDLED_NAME, device="cpu")
 
     video = make_video(seed, DEMO_SPLIT, 0, SceneConfig())
     rendered = [render_frame(video.scene, t) for t in range(len(video.frame_names))]
@@ -92,24 +97,20 @@ def run(args: argparse.Namespace) -> int:
     chosen = pick_expressions(video.expressions, args.expressions)
     sentences = [e.text for e in chosen]
     height, width = labels.shape[1:]
-
     names = list(video.frame_names)
-    masks = np.zeros((len(sentences), len(names), height, width), dtype=bool)
-    metadata = {"input": f"synthetic video (seed {seed})", "kind": "video", "num_frames": len(names),
-                "model": "synthetic-tiny"}
-    with SegmentationWriter(args.out, sentences, width=width, height=height, fps=5.0, metadata=metadata,
-                            overwrite=args.overwrite, save_overlay=not args.no_overlay) as writer:
-        for t0 in range(0, len(names), args.window):
-            window = [Image.fromarray(im) for im in images[t0:t0 + args.window]]
-            predictions = segment_video(model, window, sentences, tokenizer=tokenizer, short_side=EVAL_SHORT_SIDE)
-            results = [SentenceWindowResult.from_prediction(p) for p in predictions]
-            for i, r in enumerate(results):
-                masks[i, t0:t0 + len(window)] = r.masks
-            writer.write_window(names[t0:t0 + len(window)], images[t0:t0 + args.window], results)
-    frames_dir = args.out / "frames"
-    frames_dir.mkdir(exist_ok=True)
-    for name, im in zip(names, images):
-        Image.fromarray(im).save(frames_dir / f"{name}.png")
+    window = args.window or predictor.settings.stream_window()
+
+    # the demo is `referformer segment` on the video's frames: the same engine, settings and outputs
+    with tempfile.TemporaryDirectory(prefix="referformer-demo-") as tmp:
+        frames_dir = Path(tmp) / "frames"
+        frames_dir.mkdir()
+        for name, im in zip(names, images):
+            Image.fromarray(im).save(frames_dir / f"{name}.png")
+        segment_to_folder(predictor, open_source(frames_dir), sentences, args.out, window=window,
+                          overwrite=args.overwrite, save_overlay=not args.no_overlay, progress=False)
+        shutil.copytree(frames_dir, args.out / "frames", dirs_exist_ok=True)
+    results = json.loads((args.out / "results.json").read_text())
+    masks = np.stack([[decode_mask_rle(f["mask_rle"]) for f in s["frames"]] for s in results["sentences"]]) > 0
 
     rows = []
     for i, e in enumerate(chosen):
@@ -117,14 +118,15 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"expression": e.text, "obj_id": e.obj_id, "kinds": list(e.kinds), "trivial": e.trivial,
                      "J": round(j, 4), "F": round(f, 4), "J&F": round((j + f) / 2, 4)})
     mean = float(np.mean([r["J&F"] for r in rows]))
-    report = {"seed": seed, "model": "synthetic-tiny", "window": args.window, "expressions": rows, "mean_J&F": mean}
+    report = {"seed": seed, "model": BUNDLED_NAME, "window": window, "expressions": rows, "mean_J&F": mean}
     (args.out / "ground_truth.json").write_text(json.dumps(
         {"seed": seed, "objects": {str(o.obj_id): {"category": o.shape, "colour": o.colour, "size": o.size_class,
                                                    "motion": o.motion} for o in video.scene.objects},
          "report": report}, indent=2) + "\n")
 
     print(f"synthetic video: seed {seed}, {len(names)} frames of {width}x{height}, "
-          f"{len(video.scene.objects)} objects; model synthetic-tiny (window {args.window})")
+          f"{len(video.scene.objects)} objects; model {BUNDLED_NAME} (window {window}, "
+          f"{predictor.settings.query_policy})")
     width_text = max(len(r["expression"]) for r in rows)
     width_kinds = max(len("kinds"), *(len(",".join(r["kinds"])) for r in rows))
     print(f"{'expression':{width_text}s}  {'kinds':{width_kinds}s}  {'J':>5s}  {'F':>5s}  {'J&F':>5s}")

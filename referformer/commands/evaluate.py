@@ -17,6 +17,8 @@ from pathlib import Path
 
 from referformer.errors import UserError
 
+# the names of referformer.checkpoint.settings.QUERY_POLICIES, repeated so that --help does not import torch
+QUERY_POLICIES = ("per_video", "per_window")
 PROTOCOLS = ("davis", "a2d", "jhmdb", "mevis", "refcoco")
 DATASETS = ("ytvos", "davis", "a2d", "jhmdb", "mevis", "refcoco", "refcoco+", "refcocog", "synthetic")
 
@@ -62,8 +64,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--labels", type=Path, help="expression_kinds.json for per-kind scores")
     model.add_argument("--num-frames", type=int, default=5, help="a2d/jhmdb clip length (default 5)")
     model.add_argument("--sentence-batch-size", type=int, default=8, help="sentences decoded at once")
-    model.add_argument("--short-side", type=int, default=360,
-                       help="frames' shorter side for the model (default 360, the original; video benchmarks)")
+    model.add_argument("--short-side", type=int, default=None,
+                       help="frames' shorter side for the model (default: the model's inference settings; "
+                       "360 for the official checkpoints; video benchmarks)")
+    model.add_argument("--window", type=int, default=None, metavar="N",
+                       help="frames per clip (default: the model's settings, else the benchmark's clip: whole "
+                       "video for ytvos / mevis / synthetic, 36 frames for davis, as the original)")
+    model.add_argument("--query-policy", choices=QUERY_POLICIES, default=None,
+                       help="per_video (one query per clip, the original) or per_window (default: the model's)")
     parser.add_argument("--gt", type=Path, help="ground truth (folder or file, per protocol)")
     parser.add_argument("--pred", type=Path, help="predictions (folder or file, per protocol)")
     parser.add_argument(
@@ -123,6 +131,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_split(dataset: str, root: Path | None) -> str:
+    """The benchmark's evaluation split; for the synthetic benchmark, the only split a root holds
+    when it lacks that one (``referformer synth --split test`` writes one split)."""
+    from referformer.evaluation.drivers import DEFAULT_SPLITS
+
+    split = DEFAULT_SPLITS[dataset]
+    if dataset == "synthetic" and root is not None:
+        present = sorted(p.parent.name for p in (root / "meta_expressions").glob("*/meta_expressions.json"))
+        if split not in present and len(present) == 1:
+            return present[0]
+    return split
+
+
 def run_dataset(args: argparse.Namespace) -> int:
     """``--dataset`` mode: load the checkpoint, run the split, print the report on rank 0."""
     import os
@@ -130,7 +151,6 @@ def run_dataset(args: argparse.Namespace) -> int:
     import torch
 
     from referformer.evaluation.drivers import (
-        DEFAULT_SPLITS,
         RunContext,
         build_eval_dataset,
         load_segmenter,
@@ -143,10 +163,10 @@ def run_dataset(args: argparse.Namespace) -> int:
     for flag in ("root", "checkpoint"):
         if getattr(args, flag) is None:
             raise UserError(f"--dataset {args.dataset} needs --{flag}")
-    for flag in ("num_frames", "short_side", "sentence_batch_size"):
-        if getattr(args, flag) < 1:
+    for flag in ("num_frames", "short_side", "sentence_batch_size", "window"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    split = args.split or DEFAULT_SPLITS[args.dataset]
+    split = args.split or default_split(args.dataset, args.root)
     out = args.out or Path(f"eval-{args.dataset}-{split}")
     dataset = build_eval_dataset(args.dataset, args.root, split, args.num_frames)  # bad input fails fast
     context = RunContext.from_environment()  # gloo: the processes only need barriers
@@ -155,18 +175,22 @@ def run_dataset(args: argparse.Namespace) -> int:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
     checkpoint = resolve_checkpoint(args.checkpoint)
     segmenter = load_segmenter(checkpoint, preset=args.preset, tokenizer=args.tokenizer, device=device,
-                               sentence_batch_size=args.sentence_batch_size, short_side=args.short_side)
+                               sentence_batch_size=args.sentence_batch_size, window=args.window,
+                               short_side=args.short_side, query_policy=args.query_policy)
+    settings = segmenter.predictor.settings
     report = run_evaluation(
         args.dataset, args.root, split, segmenter, out, labels=args.labels, num_frames=args.num_frames,
         context=context, progress=not args.no_progress,
-        metadata={"checkpoint": str(checkpoint), "preset": args.preset}, dataset=dataset,
+        metadata={"checkpoint": str(checkpoint), "preset": args.preset, "inference": settings.to_dict()},
+        dataset=dataset,
     )
     if report is None:  # not rank 0: rank 0 prints
         return 0
     if args.json:
         print(to_json(report))
         return 0
-    print(f"{args.dataset} {split}: {checkpoint}")
+    print(f"{args.dataset} {split}: {checkpoint} (short side {settings.short_side}, window "
+          f"{settings.window or 'per benchmark'}, {settings.query_policy})")
     print(format_metrics(report))
     for anno in ("anno_0", "anno_1", "anno_2", "anno_3"):
         if anno in report:
@@ -174,5 +198,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     if report.get("groups"):
         rows = [{"group": g, **v} for g, v in report["groups"].items()]
         print("\nby expression kind:\n" + format_table(rows, ["group", "count", "J&F", "J", "F"]))
+    for row in report.get("refused_expressions", []):
+        print(f"refused (scored as an empty mask): video {row['video']} expression {row['expression']}: {row['reason']}")
     print("\noutputs: " + ", ".join(f"{k} {v}" for k, v in report.get("outputs", {}).items()))
     return 0

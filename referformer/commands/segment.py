@@ -8,18 +8,18 @@ folder, the input, the device and precision), each with a one-line error. Frames
 results are written at once by :class:`referformer.inference.writers.SegmentationWriter`. See
 docs/segment.md.
 
-The model side is a ``Predictor`` from ``referformer.inference.predictor``:
-``Predictor.from_checkpoint(checkpoint, preset=..., tokenizer=..., device=..., dtype=...)`` and
-``predictor.stream(sentences, spill_dir=...)`` (see :class:`WindowPredictor`). Each window is
-written at once with its provisional masks; at the end the windows whose query was not the final
-one are rewritten, the final query/score recorded, and the overlay re-drawn if anything changed.
+The model side is the one inference engine, ``referformer.inference.predictor.Predictor``
+(``Predictor.from_pretrained(checkpoint, preset=..., tokenizer=..., device=..., dtype=...)`` and
+``predictor.stream(sentences, spill_dir=...)``, see :class:`WindowPredictor`), at the model's
+inference settings unless ``--short-side`` / ``--window`` / ``--query-policy`` override them. Each
+window is written at once with its provisional masks; at the end the windows whose query was not the
+final one are rewritten, the final query/score recorded, and the overlay re-drawn if anything changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -41,10 +41,12 @@ from referformer.inference.writers import (
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_WINDOW = 36  # frames per clip, as inference_davis.py
-# Same names as referformer.inference.device.DTYPE_CHOICES; repeated so that building the parser
-# (``referformer --help``) does not import torch.
+    from referformer.checkpoint.settings import InferenceSettings
+
+# Same names as referformer.inference.device.DTYPE_CHOICES and referformer.checkpoint.settings.
+# QUERY_POLICIES; repeated so that building the parser (``referformer --help``) does not import torch.
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+QUERY_POLICIES = ("per_video", "per_window")
 
 
 class SegmentationStream(Protocol):
@@ -68,7 +70,9 @@ class SegmentationStream(Protocol):
 
 
 class WindowPredictor(Protocol):
-    """What ``segment`` needs from the model: a stream per video."""
+    """What ``segment`` needs from the model: its inference settings and a stream per video."""
+
+    settings: InferenceSettings
 
     def stream(self, sentences: Sequence[str], *, spill_dir: str | Path | None = None) -> SegmentationStream:
         """Start segmenting one video for ``sentences``; temporary files go under ``spill_dir``."""
@@ -116,7 +120,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="reuse an existing output folder")
     parser.add_argument(
-        "--window", type=int, default=DEFAULT_WINDOW, metavar="N", help=f"frames per clip (default {DEFAULT_WINDOW})"
+        "--window",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames per clip (default: the model's inference settings, else 36 as the original's DAVIS inference)",
+    )
+    parser.add_argument(
+        "--query-policy",
+        choices=QUERY_POLICIES,
+        default=None,
+        help="per_video: one query per sentence for the whole video (the original); per_window: chosen again "
+        "in each window (default: the model's inference settings)",
     )
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--stride", type=int, default=1, metavar="K", help="keep every K-th frame")
@@ -127,10 +142,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--short-side",
         type=int,
-        default=360,
+        default=None,
         metavar="PX",
-        help="resize frames so that their shorter side is PX pixels before the model (default 360, "
-        "the original's; masks are always written at the original size)",
+        help="resize frames so that their shorter side is PX pixels before the model (default: the model's "
+        "inference settings, 360 for the official checkpoints; masks are always written at the original size)",
     )
     parser.add_argument(
         "--compile",
@@ -169,31 +184,21 @@ def _check_positive(value: int | None, option: str) -> None:
         raise UserError(f"{option} must be at least 1, got {value}")
 
 
-def _predictor_module() -> Any:
-    """``referformer.inference.predictor``; a build without the model core gives a one-line error."""
-    try:
-        predictor = importlib.import_module("referformer.inference.predictor")
-    except ModuleNotFoundError as error:
-        if error.name and error.name.startswith("referformer"):
-            raise UserError(
-                "segment needs the model core (referformer.inference.predictor), which this "
-                f"build does not include yet (missing module {error.name})"
-            ) from None
-        raise
-    return predictor
-
-
 def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> WindowPredictor:
-    """Build the Predictor from ``--checkpoint``, ``--preset``, ``--tokenizer``, ``--short-side``."""
-    return _predictor_module().Predictor.from_checkpoint(
+    """The Predictor of ``--checkpoint`` / ``--preset`` / ``--tokenizer``, with ``--short-side``,
+    ``--query-policy`` and ``--compile``."""
+    from referformer.inference.predictor import Predictor  # imports torch: not at --help time
+
+    return Predictor.from_pretrained(
         args.checkpoint,
         preset=args.preset,
         tokenizer=args.tokenizer,
         device=device,
         dtype=dtype,
-        short_side=args.short_side,
         unsafe_load=args.unsafe_load,
         compile=args.compile,
+        short_side=args.short_side,
+        query_policy=args.query_policy,
     )
 
 
@@ -203,7 +208,7 @@ def segment_to_folder(
     sentences: Sequence[str],
     out_dir: str | Path,
     *,
-    window: int = DEFAULT_WINDOW,
+    window: int | None = None,
     prefetch: bool = True,
     overwrite: bool = False,
     save_masks: bool = True,
@@ -212,8 +217,9 @@ def segment_to_folder(
 ) -> dict[str, Any]:
     """Run ``predictor`` over ``source`` window by window and write every output under ``out_dir``.
 
-    With ``prefetch`` the next window is decoded, and the previous one written, in background
-    threads while the predictor runs.
+    ``window``: frames per window (default: the predictor's settings, else 36). With ``prefetch``
+    the next window is decoded, and the previous one written, in background threads while the
+    predictor runs. The sentences are checked (tokenised and encoded) before anything is created.
 
     Returns the summary: ``out_dir``, ``results``, ``overlay``, ``input``, ``num_frames``,
     ``complete`` and, per sentence, ``text``, ``query``, ``score``, ``mask_dir``, ``num_frames``
@@ -227,8 +233,12 @@ def segment_to_folder(
         "stride": source.stride,
         "sample_fps": source.fps,
     }
-    bar = tqdm(total=source.estimated_length(), unit="frame", desc="segment", disable=not progress)
+    window = window if window is not None else predictor.settings.stream_window()
     with contextlib.ExitStack() as stack:
+        # the stream checks and encodes the sentences before anything is created; spilled mask logits
+        # live inside the output folder (created by the writer before the first spill, removed at the end)
+        stream = stack.enter_context(contextlib.closing(predictor.stream(sentences, spill_dir=Path(out_dir))))
+        bar = tqdm(total=source.estimated_length(), unit="frame", desc="segment", disable=not progress)
         stack.callback(bar.close)
         writer = stack.enter_context(
             SegmentationWriter(
@@ -244,12 +254,12 @@ def segment_to_folder(
                 background=prefetch,
             )
         )
-        # spilled mask logits live inside the output folder (same disk, removed at the end)
-        stream = stack.enter_context(contextlib.closing(predictor.stream(sentences, spill_dir=writer.out_dir)))
         windows = stack.enter_context(contextlib.closing(source.windows(window, prefetch=prefetch)))
         for frame_window in windows:
             writer.write_window(frame_window.names, frame_window.images, stream.process(frame_window))
             bar.update(len(frame_window))
+        if source.incomplete_reason is not None:  # e.g. a truncated video: say so in results.json
+            writer.mark_incomplete(source.incomplete_reason)
         choices = stream.finish()
         for fix in stream.corrections():  # windows written with a query that was not the final one
             writer.rewrite_window(fix.start, fix.names, fix.sentence, fix.result)
@@ -287,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
     sentences = check_sentences(args.text)
     _check_positive(args.window, "--window")
     _check_positive(args.short_side, "--short-side")
-    _predictor_module().resolve_checkpoint(args.checkpoint)  # a path, or the name of a bundled model
+    from referformer.checkpoint import resolve_checkpoint  # imports torch
+
+    resolve_checkpoint(args.checkpoint)  # a path, or the name of a bundled model
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
         raise UserError(f"tokenizer folder not found: {args.tokenizer}")
     check_output_dir(args.out, args.overwrite)

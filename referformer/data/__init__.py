@@ -105,7 +105,7 @@ DATASET_NAMES = ("ytvos", "davis", "a2d", "jhmdb", "refcoco", "refcoco+", "refco
 def _transforms(train: bool, image: bool, options: dict[str, Any]):
     if options.get("transforms") is not None:
         return options["transforms"]
-    swap = options.get("swap_whole_words", True)
+    swap = options.get("swap_whole_words", False)
     if train and options.get("augment", True):
         if image:
             return image_train_transforms(swap_whole_words=swap)
@@ -121,8 +121,8 @@ def build_dataset(name: str, root: Path | str, split: str = "train", **options: 
     Common options: ``num_frames`` (T, default 5; RefCOCO default 1 = images, > 1 = pseudo-videos),
     ``transforms`` (a callable replacing the defaults), ``augment`` (default True: the original
     training augmentation on ``train``; False = the validation resize), ``max_size`` (640),
-    ``swap_whole_words`` (True: flip swaps the words left/right; False: the original substring
-    swap), ``photometric`` / ``photometric_clip``, ``mode`` (davis / mevis: ``"clips"`` or
+    ``swap_whole_words`` (default False: the original substring swap, ``"bright"`` -> ``"bleft"``;
+    True, our option: flip swaps the words left/right only), ``photometric`` / ``photometric_clip``, ``mode`` (davis / mevis: ``"clips"`` or
     ``"eval"``), ``resize`` (shorter side of evaluation items, 360), ``categories`` (ytvos / davis
     name -> label table; None labels every object 0, e.g. for synthetic data).
     ``concat`` options: ``ytvos_root``, ``coco_root`` (default ``root/ref-youtube-vos``, ``root/coco``).

@@ -1,21 +1,19 @@
-"""Sentence normalisation and the left/right swap applied with horizontal flips."""
+"""Caption handling of the datasets: the left/right swap applied with horizontal flips.
+
+Captions are cleaned by :func:`referformer.text.normalize_sentence` (lower case, collapsed
+whitespace), the one implementation the datasets and inference share; ``clean_caption`` is that
+function under the datasets' name.
+"""
 
 from __future__ import annotations
 
 import re
 
+from referformer.text import normalize_sentence as clean_caption
+
 __all__ = ["clean_caption", "swap_left_right"]
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b")
-
-
-def clean_caption(text: str) -> str:
-    """Lower-case and collapse whitespace: ``" ".join(text.lower().split())``.
-
-    This is what the original does to Ref-YouTube-VOS, Ref-DAVIS, A2D, JHMDB and MeViS sentences
-    (RefCOCO sentences are used as stored, already lower-case and tokenised).
-    """
-    return " ".join(text.lower().split())
 
 
 def swap_left_right(caption: str, whole_words: bool = True) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from referformer.data.seeding import isolated_rng
 from referformer.data.video_clips import VideoClipDataset
-from referformer.engine.seeding import isolated_rng
 
 __all__ = ["SharedClipSentences"]
 
@@ -31,7 +31,7 @@ class SharedClipSentences(Dataset):
     them are identical; an expression whose object is not visible in the clip is left out).
 
     One item per clip start of every expression, as the wrapped dataset (item ``i`` is led by its
-    item ``i``; wrap in ``referformer.synthetic.model.ResampledDataset`` for random epochs). The other
+    item ``i``; wrap in ``referformer.engine.synthetic_tiny.ResampledDataset`` for random epochs). The other
     expressions of the item's video are drawn without replacement, those naming a different object first.
     """
 

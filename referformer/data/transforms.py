@@ -17,13 +17,16 @@ offset, via ``torchvision``'s ``RandomCrop.get_params``) and ``numpy.random`` (p
 distortion), exactly the generators the original draws from, so that seeding them (see
 :func:`referformer.data.loader.seed_worker`) makes a worker reproducible.
 
-Deliberate differences from the original, each an option:
+With the defaults every pipeline is the original's (``DATASETS.md`` section 7; checked in
+tests/test_training_claims.py and tests/test_data_transforms.py). Deliberate differences are
+options, each off by default:
 
-* ``RandomHorizontalFlip(swap_whole_words=True)`` swaps the *words* left/right; the original's
-  substring swap (``"bright"`` -> ``"bleft"``) is ``swap_whole_words=False``.
-* ``PhotometricDistort(clip=False)`` reproduces the original's unclipped ``astype(uint8)`` (values
-  wrap modulo 256, which numpy only guarantees on some platforms; we wrap explicitly so every
-  platform gives the x86 result). ``clip=True`` saturates to [0, 255] instead.
+* ``RandomHorizontalFlip(swap_whole_words=True)`` swaps only the *words* left/right; the default
+  (False) is the original's plain substring swap (``"bright"`` -> ``"bleft"``).
+* ``PhotometricDistort(clip=True)`` saturates to [0, 255]; the default (False) reproduces the
+  original's unclipped ``astype(uint8)`` (values wrap modulo 256, which numpy only guarantees on
+  some platforms; we wrap explicitly so every platform gives the x86 result).
+* ``video_train_transforms(photometric=False)`` leaves the photometric distortion out.
 
 torchvision ``transforms.v2.functional`` does the pixel work (PIL bilinear resize, crops, flips,
 nearest mask resize); the box arithmetic is written out because the original's exact float32 order
@@ -103,11 +106,11 @@ def hflip(frames: Frames, target: Target) -> tuple[Frames, Target]:
 class RandomHorizontalFlip:
     """With probability ``p`` mirror the whole clip and swap "left"/"right" in the caption.
 
-    ``swap_whole_words`` (default True, our fix) swaps whole words only; False reproduces the
-    original substring swap. See :func:`referformer.data.captions.swap_left_right`.
+    ``swap_whole_words=False`` (default) is the original's substring swap; True (our option) swaps
+    whole words only. See :func:`referformer.data.captions.swap_left_right`.
     """
 
-    def __init__(self, p: float = 0.5, swap_whole_words: bool = True) -> None:
+    def __init__(self, p: float = 0.5, swap_whole_words: bool = False) -> None:
         self.p = p
         self.swap_whole_words = swap_whole_words
 
@@ -314,11 +317,15 @@ def resize_shorter_side(frames: Frames, size: int = 360) -> Frames:
 def video_train_transforms(
     max_size: int = 640,
     scales: Sequence[int] = TRAIN_SCALES,
-    swap_whole_words: bool = True,
+    swap_whole_words: bool = False,
     photometric: bool = True,
     photometric_clip: bool = False,
 ) -> Compose:
-    """``make_coco_transforms("train")`` of ``transforms_video.py`` (ytvos, davis, a2d, mevis, joint)."""
+    """``make_coco_transforms("train")`` of ``transforms_video.py`` (ytvos, davis, a2d, mevis, joint):
+    flip, photometric distortion, then with p 0.5 either resize(scales, max_size) or
+    resize([400, 500, 600]) + crop(384..600) + resize(scales, max_size), ``Check``, normalise.
+    The defaults are the original's; ``swap_whole_words``, ``photometric=False`` and
+    ``photometric_clip`` are our options (module docstring)."""
     steps: list[Transform] = [RandomHorizontalFlip(0.5, swap_whole_words)]
     if photometric:
         steps.append(PhotometricDistort(clip=photometric_clip))
@@ -338,7 +345,7 @@ def video_val_transforms(size: int = 360, max_size: int = 640) -> Compose:
     return Compose([RandomResize([size], max_size=max_size), ToNormalizedTensor()])
 
 
-def image_train_transforms(swap_whole_words: bool = True) -> Compose:
+def image_train_transforms(swap_whole_words: bool = False) -> Compose:
     """RefCOCO pre-training (``transforms_image.py``); a final :class:`Check` marks a target lost
     by the crop as invalid (the original drops it), so the dataset redraws the sample."""
     scales = list(range(480, 769, 32))

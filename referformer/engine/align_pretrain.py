@@ -5,15 +5,14 @@ trained from scratch (``synthetic-tiny``) learns to segment objects long before 
 sentence names (docs/synthetic.md); this stage trains only the backbone, ``input_proj`` and the text
 encoder, with the alignment term of :mod:`referformer.engine.alignment` alone (no transformer, no
 heads: a step costs a fraction of a training step), and saves ``{"model": state_dict}`` for
-``referformer train --init``.
+``referformer train --init``. From the command line::
 
-    python -m referformer.engine.align_pretrain --recipe synthetic-tiny --root DATA --tokenizer DIR \\
-        --out align.pth --steps 1500
+    referformer train --stage align --recipe synthetic-tiny --root DATA --tokenizer DIR \\
+        --out align.pth --max-steps 1500
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
@@ -24,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from referformer.data.seeding import seed_everything
 from referformer.engine.alignment import require_several_sentences, sentence_object_alignment_loss
-from referformer.engine.recipes import TrainConfig, get_recipe
-from referformer.engine.seeding import seed_everything
+from referformer.engine.recipes import TrainConfig
 from referformer.engine.trainer import move_to_device
 from referformer.errors import UserError
 from referformer.models.referformer import alignment_features
@@ -91,29 +90,3 @@ def pretrain_alignment(config: TrainConfig, root: str | Path, out: str | Path, s
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         csv.writer(f).writerows([("step", "loss_align"), *rows])
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="synthetic-tiny")
-    parser.add_argument("--root", required=True, help="dataset folder")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the weights (.pth)")
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--num-frames", type=int, default=None, help="clip length (default: the recipe's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the recipe's)")
-    parser.add_argument("--sentences-per-clip", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    config = get_recipe(args.recipe)
-    changes = {k: v for k, v in (("batch_size", args.batch_size), ("sentences_per_clip", args.sentences_per_clip))
-               if v is not None}
-    config = config.replace(**changes)
-    path = pretrain_alignment(config, args.root, args.out, args.steps, args.tokenizer, args.num_frames,
-                              show_progress=not args.no_progress)
-    print(f"alignment weights: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from referformer.checkpoint import read_state_dict, safe_torch_load
 from referformer.errors import CheckpointMismatchError, UserError
 
 __all__ = [
@@ -83,8 +84,6 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def _safe_load(path: Path) -> Any:
     """Tensors and plain values only (``weights_only=True``): a tampered file cannot run code."""
-    from referformer.checkpoint import safe_torch_load
-
     return safe_torch_load(path, unsafe_hint="only tensors and plain values are accepted: convert it with "
                                              "'referformer convert' or re-save its state dict")
 
@@ -136,23 +135,7 @@ def load_initial_weights(
     Returns:
         ``(missing_keys, unexpected_keys)``.
     """
-    from referformer.checkpoint import resolve_checkpoint
-
-    path = resolve_checkpoint(path)  # also the name of a bundled model, e.g. synthetic-tiny
-    if path.is_dir():  # a converted / bundled model folder (save_pretrained)
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}; give an official ReferFormer .pth or one of ours")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = _safe_load(path)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} does not contain a state dict (or a dict with a 'model' state dict)")
+    state = read_state_dict(path)  # a bundled name, a folder, a .safetensors or a .pth (its "model" entry)
     if convert is not None:
         state = convert(state)
     own = model.state_dict()

@@ -2,8 +2,9 @@
 
 For the query sequence chosen by :class:`~referformer.engine.matcher.HungarianMatcher`:
 
-* ``loss_ce``: sigmoid focal loss (alpha 0.25, gamma 2) over **all** ``T x Q`` query slots and
-  classes; the matched query is positive on the visible frames only (background elsewhere).
+* ``loss_ce``: sigmoid focal loss (``focal_alpha``, default 0.25 = the original ``--focal_alpha``;
+  gamma 2) over **all** ``T x Q`` query slots and classes; the matched query is positive on the
+  visible frames only (background elsewhere).
   Normalised as Deformable DETR: ``terms.mean(1).sum() / num_boxes * (T * Q)``, i.e. the sum of
   all terms divided by ``num_boxes``.
 * ``loss_bbox`` (L1) and ``loss_giou`` (``1 - GIoU``): over the matched query's boxes on **all**
@@ -12,11 +13,18 @@ For the query sequence chosen by :class:`~referformer.engine.matcher.HungarianMa
 * ``loss_mask`` (focal) and ``loss_dice`` (+1 smoothing): one row per clip holding the matched
   query's masks of all T frames at the mask stride (targets subsampled, predictions not
   upsampled), focal averaged over the row; both summed over clips and divided by ``num_boxes``.
+  The mask focal loss always uses alpha 0.25, gamma 2 (:data:`MASK_FOCAL_ALPHA`): the original
+  calls ``sigmoid_focal_loss`` there with its default arguments, so ``--focal_alpha`` only reaches
+  ``loss_ce`` (and the matcher's costs hard-code 0.25 too, see :mod:`referformer.engine.matcher`).
 
 ``num_boxes`` is the number of visible target frames of the batch, summed over processes
 (``all_reduce``), divided by the world size and clamped to >= 1. Every term is repeated for each
 entry of ``aux_outputs`` (earlier decoder layers, each matched on its own) with suffix ``_0``,
 ``_1``, ... ; the weights are ``ce 2, bbox 5, giou 2, mask 2, dice 5`` for every layer.
+
+With the defaults every term, the weighted total and the matched queries equal the original's on
+the reference cases of ``../shared/reference/training/criterion`` (tests/test_criterion_reference.py).
+Our options, each off by default: ``box_loss_visible_only``, ``LossWeights.loss_align``.
 """
 
 from __future__ import annotations
@@ -35,7 +43,12 @@ from referformer.engine.losses import dice_loss, sigmoid_focal_loss
 from referformer.engine.matcher import HungarianMatcher, Indices
 from referformer.engine.targets import MASK_OUT_STRIDE, downsample_target_masks, select_annotated_frames
 
-__all__ = ["LossWeights", "SetCriterion", "weighted_total"]
+__all__ = ["LossWeights", "SetCriterion", "weighted_total", "MASK_FOCAL_ALPHA", "MASK_FOCAL_GAMMA"]
+
+# focal parameters of loss_mask: the defaults of the original sigmoid_focal_loss, which its
+# loss_masks calls without alpha/gamma, whatever --focal_alpha says
+MASK_FOCAL_ALPHA = 0.25
+MASK_FOCAL_GAMMA = 2.0
 
 LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 
@@ -71,7 +84,17 @@ def weighted_total(losses: dict[str, torch.Tensor], weight_dict: dict[str, float
 
 
 class SetCriterion(nn.Module):
-    """Computes the unweighted loss terms of every decoder layer; see the module docstring."""
+    """Computes the unweighted loss terms of every decoder layer; see the module docstring.
+
+    Args:
+        matcher: default ``HungarianMatcher()`` (the original costs, focal alpha 0.25).
+        weights: loss coefficients (``weight_dict``).
+        num_decoder_layers: last layer + ``num_decoder_layers - 1`` aux layers are weighted.
+        focal_alpha, focal_gamma: of ``loss_ce`` only (the original ``--focal_alpha``; gamma 2 is
+            hard-coded there). ``loss_mask`` uses :data:`MASK_FOCAL_ALPHA` / :data:`MASK_FOCAL_GAMMA`.
+        mask_out_stride: stride of ``pred_masks`` (4).
+        box_loss_visible_only: our option (off = the original): L1/GIoU on visible frames only.
+    """
 
     def __init__(
         self,
@@ -144,7 +167,8 @@ class SetCriterion(nn.Module):
     def loss_labels(
         self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> torch.Tensor:
-        """Focal classification loss over all ``T x Q`` slots -> scalar."""
+        """Focal classification loss (``focal_alpha``) over all ``T x Q`` slots of ``pred_logits``
+        ``[B, T, Q, K]`` -> scalar."""
         logits = outputs["pred_logits"].float()
         batch_size, num_frames, num_queries, num_classes = logits.shape
         logits = logits.reshape(batch_size, num_frames * num_queries, num_classes)
@@ -165,11 +189,12 @@ class SetCriterion(nn.Module):
     def loss_boxes(
         self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> dict[str, torch.Tensor]:
-        """L1 and GIoU losses of the matched query's boxes -> ``loss_bbox``, ``loss_giou``."""
+        """L1 and ``1 - GIoU`` (the original's smoothed GIoU, :mod:`~referformer.engine.box_ops`) of the
+        matched query's boxes ``pred_boxes`` ``[B, T, Q, 4]`` on all T frames -> ``loss_bbox``, ``loss_giou``."""
         boxes = outputs["pred_boxes"].float().transpose(1, 2)  # [B, Q, T, 4]
         matched = boxes[_prediction_index(indices)].flatten(0, 1)  # [B*T, 4]
         target_boxes = torch.cat([t["boxes"] for t in targets]).to(matched)
-        l1 = F.l1_loss(matched, target_boxes, reduction="none").sum(1)
+        l1 = F.l1_loss(matched, target_boxes, reduction="none")  # [B*T, 4]: summed at once, as the original
         giou = 1 - paired_generalized_box_iou(box_cxcywh_to_xyxy(matched), box_cxcywh_to_xyxy(target_boxes))
         if self.box_loss_visible_only:
             visible = torch.cat([t["valid"] for t in targets]).to(matched.device) > 0
@@ -179,14 +204,15 @@ class SetCriterion(nn.Module):
     def loss_masks(
         self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Indices, num_boxes: torch.Tensor | float
     ) -> dict[str, torch.Tensor]:
-        """Focal and dice losses of the matched query's masks -> ``loss_mask``, ``loss_dice``."""
+        """Focal (alpha 0.25, gamma 2) and dice losses of the matched query's masks ``pred_masks``
+        ``[B, T, Q, h, w]`` -> ``loss_mask``, ``loss_dice``."""
         masks = outputs["pred_masks"].float()
         target_masks = downsample_target_masks(targets, masks.shape[-2:], self.mask_out_stride).to(masks)
         matched = masks.transpose(1, 2)[_prediction_index(indices)].flatten(1)  # [B, T*h*w]
         target_index = torch.cat([torch.full_like(tgt, b) for b, (_, tgt) in enumerate(indices)])
         target_masks = target_masks[target_index].flatten(1)
         return {
-            "loss_mask": sigmoid_focal_loss(matched, target_masks, num_boxes, self.focal_alpha, self.focal_gamma),
+            "loss_mask": sigmoid_focal_loss(matched, target_masks, num_boxes, MASK_FOCAL_ALPHA, MASK_FOCAL_GAMMA),
             "loss_dice": dice_loss(matched, target_masks, num_boxes),
         }
 

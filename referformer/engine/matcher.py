@@ -8,12 +8,18 @@ against the object's whole track is lowest (``scipy.optimize.linear_sum_assignme
 Cost of query ``q`` (weights: class 2, box L1 5, GIoU 2, mask focal 2, dice 5):
 
 * class: focal cost of the target class (column 0 for the binary head), **averaged over the
-  visible frames** (``valid == 1``);
+  visible frames** (``valid == 1``); alpha 0.25, gamma 2 whatever ``--focal_alpha`` says (the
+  original hard-codes them; :class:`MatcherCosts`);
 * box L1 and ``-GIoU``: **averaged over all T frames**, including invisible ones, whose target
-  box is the dataset's ``[0, 0, 0, 0]``;
+  box is the dataset's ``[0, 0, 0, 0]``; the GIoU is the original's smoothed one (``1e-6`` terms,
+  :mod:`referformer.engine.box_ops`), which differs from DETR's against that zero box;
 * mask focal and ``-dice``: over the whole ``T x h x w`` volume at once (the frames are
   concatenated, not averaged), targets subsampled to the mask stride
   (:func:`~referformer.engine.targets.downsample_target_masks`).
+
+With the defaults the costs (hence the matched queries) are the original's: the reference cases of
+``../shared/reference/training/criterion`` give the same matches and the same best-vs-second-best
+cost gap (tests/test_criterion_reference.py).
 
 Deliberate extension: a clip without any visible frame (the original datasets never produce one;
 its matcher would fail on an empty ``torch.stack``) gets a zero class cost.
@@ -39,7 +45,14 @@ Indices = list[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class MatcherCosts:
-    """Weights of the matching costs (original ``--set_cost_*`` defaults)."""
+    """Weights of the matching costs (original ``--set_cost_*`` defaults) and the focal parameters of
+    the class and mask costs.
+
+    ``focal_alpha`` / ``focal_gamma`` default to what the original matcher hard-codes (0.25, 2 in
+    the class cost; the defaults of its mask focal cost): the original's ``--focal_alpha`` never
+    reaches the matcher, and neither does :class:`~referformer.engine.criterion.SetCriterion`'s
+    ``focal_alpha`` here. Any other value is our departure from the original.
+    """
 
     cost_class: float = 2.0
     cost_bbox: float = 5.0

@@ -12,7 +12,11 @@ Parameters with ``requires_grad=False`` (the frozen text encoder) are left out. 
 matching several keyword lists is put in the first matching of backbone / text encoder / linear
 projection (the original would put it in two groups, which AdamW rejects; no official name does
 that). Weight decay 5e-4 for every group; ``MultiStepLR(milestones=lr_drop, gamma=0.1)`` stepped
-once per epoch.
+once per epoch. Our model's parameter names are the official state-dict keys (``backbone.body`` for
+``backbone.0.body``), so the groups are the original's: tests/test_training_claims.py applies the
+original's keyword rule to the official key names of ``../shared/reference/model/keys_*.tsv``.
+Our option: ``fused`` (the fused AdamW kernel, on by default on GPU) gives the same update up to
+rounding; ``fused=False`` is torch's default implementation, as in the original.
 
 The keyword lists are per model: :data:`PARAMETER_NAMES` holds them for every model name of
 ``TrainConfig.model`` and :func:`optimizer_names` gives the ``OptimizerConfig`` fields of one (RefVOS's

@@ -2,7 +2,8 @@
 
 Every recipe is a :class:`TrainConfig`; ``referformer train --recipe NAME`` starts from it and
 command-line options override single fields. Values marked *[opts]* are the defaults of the
-original ``opts.py``; *[issue]* are stated by the project's issue; *[unverified]* are recalled
+original ``opts.py``; *[issue]* are stated by the project's issue; *[script]* were read in the
+original training scripts (``scripts/dist_*.sh`` of the public repository); *[unverified]* are recalled
 from the original scripts/paper and could not be checked offline (see ``docs/training.md``).
 The original trained every recipe on 8 GPUs with one clip per GPU, so the *global* batch is
 ``8 x batch_size``; with fewer GPUs use ``--grad-accum`` to keep it.
@@ -28,7 +29,7 @@ class TrainConfig:
 
     name: str
     description: str
-    dataset: str  # dataset name for the data package: ytvos, refcoco, joint, a2d, mevis, toy
+    dataset: str  # dataset name for the data package: ytvos, refcoco, joint, a2d, mevis, synthetic
     model: str = "referformer"  # the model trained: referformer | refvos (see engine.wiring)
     model_preset: str | None = None  # a preset of referformer.config; None: the builder's default
     epochs: int = 10  # [opts]
@@ -55,7 +56,8 @@ class TrainConfig:
     class_weights: tuple[float, float] | None = None
     seed: int = 42  # [opts]
     num_workers: int = 4  # [opts]
-    precision: str = "auto"  # auto (bf16 on capable GPUs, else fp32) | fp32 | bf16 | fp16
+    # fp32 (the original) | auto (our option: bf16 autocast on capable GPUs, else fp32) | bf16 | fp16
+    precision: str = "fp32"
     activation_checkpointing: bool = False
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at epoch ends)
     log_every: int = 1  # optimizer steps between log rows
@@ -117,6 +119,8 @@ RECIPES: dict[str, TrainConfig] = {
             epochs=12,  # [unverified]
             lr_drop=(8, 10),  # [unverified]
             num_frames=1,  # [issue] T = 1
+            batch_size=2,  # [script] dist_pretrain.sh --batch_size 2
+            freeze_text_encoder=False,  # [script] dist_pretrain.sh does not pass --freeze_text_encoder
         ),
         _recipe(
             "ytvos-finetune",
@@ -137,15 +141,16 @@ RECIPES: dict[str, TrainConfig] = {
             "Joint training on Ref-YouTube-VOS + RefCOCO/+/g pseudo-videos (main_joint.py, --dataset_file joint)",
             dataset="joint",
             epochs=12,  # [issue]
-            lr_drop=(8, 10),  # [unverified]
+            lr_drop=(8, 10),  # [script] dist_train_joint.sh
         ),
         _recipe(
             "a2d-finetune",
             "A2D-Sentences fine-tuning from the RefCOCO pre-trained weights; window of 5 frames, one annotated",
             dataset="a2d",
-            epochs=6,  # [unverified]
-            lr_drop=(3, 5),  # [unverified]
+            epochs=6,  # [script] dist_train_a2d.sh
+            lr_drop=(3, 5),  # [script]
             num_frames=5,  # [issue] window 5
+            batch_size=2,  # [script] dist_train_a2d.sh --batch_size 2
         ),
         _recipe(
             "mevis",
@@ -159,7 +164,7 @@ RECIPES: dict[str, TrainConfig] = {
             description="The bundled synthetic-tiny model: small ReferFormer from scratch on `referformer synth` "
             "data (seed 0, 500 train videos) at the native 96x128, on 2 CPU processes (torchrun); "
             "see docs/synthetic.md",
-            dataset="synthetic",  # an epoch = SAMPLES_PER_EPOCH (880) random clips, see referformer.synthetic.model
+            dataset="synthetic",  # an epoch = SAMPLES_PER_EPOCH (880) random clips, see referformer.engine.synthetic_tiny
             epochs=4,  # 440 optimizer steps of 2 clips an epoch; stopped at max_steps
             max_steps=1600,  # the 45-minute budget on 2 CPU cores (with data and the alignment stage)
             optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-3, lr_text_encoder=1e-3, weight_decay=1e-4,
@@ -184,7 +189,7 @@ RECIPES: dict[str, TrainConfig] = {
             description="Small RefVOS (ResNet-18 DeepLabv3 OS 8, 2-layer BERT from scratch on the synthetic "
             "tokenizer) trained frame by frame on `referformer synth` data, 1 CPU process; see docs/refvos.md",
             dataset="synthetic",
-            model="refvos",  # model_preset None: referformer.presets.refvos_synthetic_config
+            model="refvos",  # model_preset None: referformer.synthetic.refvos.refvos_synthetic_config
             epochs=6,  # 660 optimizer steps of 8 frames (an epoch = SAMPLES_PER_EPOCH clips)
             optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-3, lr_text_encoder=1e-3, weight_decay=1e-4,
                                       lr_drop=(5,), **optimizer_names("refvos")),
@@ -213,18 +218,6 @@ RECIPES: dict[str, TrainConfig] = {
             dataset="ytvos",
             epochs=6,  # [unverified]
             lr_drop=(3, 5),  # [unverified]
-        ),
-        _recipe(
-            "toy",
-            "Tiny stand-in model on synthetic clips: checks the training machinery (devices, torchrun) in seconds",
-            dataset="toy",
-            epochs=2,
-            lr_drop=(1,),
-            num_frames=2,
-            batch_size=2,
-            num_workers=0,
-            num_decoder_layers=2,
-            freeze_text_encoder=True,
         ),
     )
 }

@@ -14,7 +14,7 @@ through :mod:`referformer.engine.wiring`). Tensors anywhere in
 
 Resume is exact: the checkpoint stores model, optimizer, scheduler, scaler, the position in the
 epoch and every rank's RNG states, the sampler order depends only on ``(seed, epoch)``, each
-sample's augmentation only on ``(seed, epoch, index)`` (:class:`~referformer.engine.seeding.SeededDataset`),
+sample's augmentation only on ``(seed, epoch, index)`` (:class:`~referformer.data.seeding.SeededDataset`),
 and the DataLoader has its own generator, so the steps after a resume are the steps an
 uninterrupted run would have taken.
 """
@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from referformer.data.seeding import SeededDataset, seed_everything
 from referformer.engine import distributed
 from referformer.engine.checkpointing import (
     CHECKPOINT_FORMAT,
@@ -50,7 +51,6 @@ from referformer.engine.criterion import SetCriterion, weighted_total
 from referformer.engine.matcher import HungarianMatcher
 from referformer.engine.optim import build_optimizer, build_scheduler
 from referformer.engine.recipes import TrainConfig
-from referformer.engine.seeding import SeededDataset, seed_everything
 from referformer.engine.train_log import TrainingLog
 from referformer.errors import UserError
 

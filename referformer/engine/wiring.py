@@ -1,8 +1,7 @@
 """Wiring of the real ReferFormer model and datasets into the :class:`~referformer.engine.trainer.Trainer`.
 
 ``build_components(config, root, ...)`` returns the model factory, dataset, collate function,
-forward function and criterion for a recipe; the ``toy`` recipe uses the stand-in of
-:mod:`referformer.engine.toy`. ``config.model`` picks the model: ``referformer`` (Hungarian set
+forward function and criterion for a recipe. ``config.model`` picks the model: ``referformer`` (Hungarian set
 criterion) or ``refvos`` (:mod:`referformer.models.refvos` with the cross-entropy of
 :mod:`referformer.engine.refvos_loss`), on the same datasets and collate.
 """
@@ -18,11 +17,27 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
+from referformer.checkpoint import MODEL_TYPES  # the one registry of model names
+from referformer.checkpoint.official import IGNORED_OFFICIAL_KEYS, official_to_ours
+from referformer.config import RefVOSConfig
+from referformer.data import build_dataset, collate_clips
 from referformer.data.shared_clips import SharedClipSentences
 from referformer.data.video_clips import VideoClipDataset
+from referformer.engine.alignment import require_several_sentences
 from referformer.engine.recipes import TrainConfig
+from referformer.engine.refvos_loss import RefVOSCriterion
+from referformer.engine.synthetic_tiny import (SAMPLES_PER_EPOCH, ResampledDataset, init_text_encoder,
+                                              synthetic_tiny_config, synthetic_train_transforms)
 from referformer.engine.trainer import CriterionFactory, ForwardFn, default_forward
 from referformer.errors import UserError
+from referformer.models import build_model
+from referformer.models.bert import load_bert_weights
+from referformer.models.deeplab import torchvision_deeplab_converter
+from referformer.models.refvos import build_refvos
+from referformer.presets import get_preset, release_config
+from referformer.synthetic.refvos import refvos_synthetic_config
+from referformer.synthetic.tokenizer import build_synthetic_tokenizer
+from referformer.text import load_tokenizer
 
 __all__ = ["TrainingComponents", "build_components", "official_key_converter", "ReferFormerCollate", "SharedClipCollate"]
 
@@ -50,7 +65,6 @@ class TrainingComponents:
 
 def official_key_converter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official checkpoint keys -> ours (``backbone.0.body.`` -> ``backbone.body.``, dropped buffers)."""
-    from referformer.checkpoint import IGNORED_OFFICIAL_KEYS, official_to_ours
 
     return {official_to_ours(k): v for k, v in state.items() if k not in IGNORED_OFFICIAL_KEYS}
 
@@ -68,7 +82,6 @@ class ReferFormerCollate:
         self.tokenizer = tokenizer
 
     def __call__(self, samples: list[Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-        from referformer.data import collate_clips
 
         batch = collate_clips(samples)
         return self.inputs(batch, batch.targets), batch.targets
@@ -98,7 +111,6 @@ class SharedClipCollate(ReferFormerCollate):
     sentence (``ReferFormer.forward(clip_index=...)``); ``targets`` one per sentence."""
 
     def __call__(self, samples: list[Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-        from referformer.data import collate_clips
 
         batch = collate_clips([(frames, targets[0]) for frames, targets in samples])
         targets = [t for _, clip_targets in samples for t in clip_targets]
@@ -107,25 +119,11 @@ class SharedClipCollate(ReferFormerCollate):
         return inputs, targets
 
 
-def _load_tokenizer(name_or_path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"cannot load the tokenizer {name_or_path!r} without downloading ({error.__class__.__name__}); "
-            "give a local Hugging Face tokenizer folder with --tokenizer DIR"
-        ) from None
-
-
 def _synthetic_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None, dataset_options: dict[str, Any] | None
 ) -> TrainingComponents:
     """The synthetic benchmark (``referformer synth`` layout) with the ``synthetic-tiny`` model
     (or ``config.model_preset``), the synthetic tokenizer and the native-size transform."""
-    from referformer.models import build_model
-    from referformer.synthetic.model import init_text_encoder, synthetic_tiny_config
 
     dataset = _synthetic_train_dataset(config, root, dataset_options)
     model_config = _referformer_config(config, synthetic_tiny_config)
@@ -138,7 +136,7 @@ def _synthetic_components(
     return TrainingComponents(
         model_factory=model_factory,
         dataset=dataset,
-        collate_fn=_collate(config, _load_tokenizer(_synthetic_tokenizer_dir(tokenizer))),
+        collate_fn=_collate(config, load_tokenizer(_synthetic_tokenizer_dir(tokenizer))),
         forward=_referformer_forward(config),
         init_convert=official_key_converter,
     )
@@ -147,7 +145,6 @@ def _synthetic_components(
 def _referformer_config(config: TrainConfig, default: Callable[[], Any]) -> Any:
     """The ReferFormer ``ModelConfig`` of a recipe: its ``model_preset`` (else ``default()``) with the
     recipe's text-encoder freezing, auxiliary losses, decoder depth and class count."""
-    from referformer.presets import get_preset
 
     model_config = get_preset(config.model_preset).config if config.model_preset else default()
     return model_config.replace(
@@ -161,7 +158,6 @@ def _referformer_config(config: TrainConfig, default: Callable[[], Any]) -> Any:
 def _referformer_forward(config: TrainConfig) -> ForwardFn:
     """``model(**inputs)``; with the alignment term (``loss_weights.loss_align``) the model also returns the
     features it needs, which only exist with several sentences per clip."""
-    from referformer.engine.alignment import require_several_sentences
 
     if not config.loss_weights.loss_align:
         return default_forward
@@ -187,8 +183,6 @@ def _synthetic_train_dataset(config: TrainConfig, root: str | Path | None,
     if root is None:
         raise UserError(f"recipe {config.name!r} needs the synthetic dataset folder (referformer synth --out DATA): "
                         "give --root DATA")
-    from referformer.data import build_dataset
-    from referformer.synthetic.model import SAMPLES_PER_EPOCH, ResampledDataset, synthetic_train_transforms
 
     options = {"num_frames": config.num_frames, "categories": None,
                "transforms": synthetic_train_transforms(), **(dataset_options or {})}
@@ -205,7 +199,6 @@ def _synthetic_tokenizer_dir(tokenizer: str | None) -> str:
         return tokenizer
     import tempfile
 
-    from referformer.synthetic.tokenizer import build_synthetic_tokenizer
 
     return str(build_synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="referformer-tokenizer-"))))
 
@@ -216,7 +209,6 @@ def _train_dataset(config: TrainConfig, root: str | Path | None, dataset_options
         raise UserError(f"recipe {config.name!r}: unknown dataset {config.dataset!r}")
     if root is None:
         raise UserError(f"recipe {config.name!r} needs the dataset folder: give --root DATA")
-    from referformer.data import build_dataset
 
     options = {"num_frames": config.num_frames, "max_size": config.max_size, **(dataset_options or {})}
     parts = [build_dataset(name, root, "train", **options) for name in _DATASETS[config.dataset]]
@@ -229,7 +221,6 @@ def _train_dataset(config: TrainConfig, root: str | Path | None, dataset_options
 
 
 def _refvos_criterion(config: TrainConfig) -> nn.Module:
-    from referformer.engine.refvos_loss import RefVOSCriterion
 
     return RefVOSCriterion(class_weights=config.class_weights)
 
@@ -238,14 +229,10 @@ def _refvos_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None, dataset_options: dict[str, Any] | None
 ) -> TrainingComponents:
     """RefVOS on ``config.dataset``: the model of ``config.model_preset`` (default ``refvos-r101``; on
-    synthetic data :func:`referformer.presets.refvos_synthetic_config` with a from-scratch BERT),
+    synthetic data :func:`referformer.synthetic.refvos.refvos_synthetic_config` with a from-scratch BERT),
     the ReferFormer collate (BERT gets zero token types) and :class:`RefVOSCriterion`."""
-    from referformer.models.refvos import RefVOSConfig, build_refvos, torchvision_deeplab_converter
-    from referformer.presets import get_preset, refvos_synthetic_config
 
     synthetic = config.dataset == "synthetic"
-    if config.dataset == "toy":
-        raise UserError(f"recipe {config.name!r}: the toy dataset has no RefVOS wiring; use refvos-synthetic")
     if config.model_preset:
         model_config = get_preset(config.model_preset).config
     else:
@@ -263,14 +250,12 @@ def _refvos_components(
 
     def model_factory() -> nn.Module:
         model = build_refvos(model_config)
-        if config.text_encoder_init:  # bert-base-uncased, or the MLM step's output (referformer.text_mlm)
-            from referformer.text_mlm import load_bert_weights
+        if config.text_encoder_init:  # bert-base-uncased, or the MLM step's output (referformer.engine.text_mlm)
 
             load_bert_weights(model.text_encoder, config.text_encoder_init)
         elif synthetic and not config.model_preset:
             # a BERT trained from scratch at width 64: the [CLS] state must mix the sentence from the
-            # first step (see referformer.synthetic.model.init_text_encoder)
-            from referformer.synthetic.model import init_text_encoder
+            # first step (see referformer.engine.synthetic_tiny.init_text_encoder)
 
             init_text_encoder(model)
         return model
@@ -278,7 +263,7 @@ def _refvos_components(
     return TrainingComponents(
         model_factory=model_factory,
         dataset=dataset,
-        collate_fn=_collate(config, _load_tokenizer(tokenizer_name)),
+        collate_fn=_collate(config, load_tokenizer(tokenizer_name)),
         forward=default_forward,
         init_convert=torchvision_deeplab_converter,  # our key names are torchvision's DeepLabv3's
         criterion_factory=_refvos_criterion,
@@ -289,7 +274,6 @@ def build_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None = None, dataset_options: dict[str, Any] | None = None
 ) -> TrainingComponents:
     """Model factory, training dataset, collate, forward and criterion functions for ``config``."""
-    from referformer.checkpoint import MODEL_TYPES  # the one registry of model names
 
     if config.model not in MODEL_TYPES:
         raise UserError(f"recipe {config.name!r}: unknown model {config.model!r}; choose one of {', '.join(MODEL_TYPES)}")
@@ -298,27 +282,16 @@ def build_components(
     if config.text_encoder_init or config.class_weights:
         raise UserError("--text-encoder-init and --class-weights are RefVOS options; ReferFormer takes its RoBERTa "
                         "weights from --init and its loss weights from the recipe")
-    if config.dataset == "toy":
-        from referformer.engine.toy import ToyClips, ToyReferModel, toy_collate
-
-        return TrainingComponents(
-            model_factory=lambda: ToyReferModel(num_layers=config.num_decoder_layers),
-            dataset=ToyClips(num_clips=8, num_frames=config.num_frames),
-            collate_fn=toy_collate,
-            forward=default_forward,
-        )
     if config.dataset == "synthetic":
         return _synthetic_components(config, root, tokenizer, dataset_options)
     dataset = _train_dataset(config, root, dataset_options)
-    from referformer.models import build_model
-    from referformer.presets import release_config
 
     model_config = _referformer_config(config, lambda: release_config("resnet50"))
     tokenizer_name = tokenizer or model_config.text_encoder.tokenizer
     return TrainingComponents(
         model_factory=lambda: build_model(model_config),
         dataset=dataset,
-        collate_fn=_collate(config, _load_tokenizer(tokenizer_name)),
+        collate_fn=_collate(config, load_tokenizer(tokenizer_name)),
         forward=_referformer_forward(config),
         init_convert=official_key_converter,
     )

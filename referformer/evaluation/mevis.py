@@ -24,7 +24,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from referformer.errors import DatasetFormatError
-from referformer.evaluation.davis import BOUND_TH, boundary_f_measure, region_similarity
+from referformer.evaluation.measures import BOUND_TH, boundary_f_measure, region_similarity
 
 
 @dataclass(frozen=True)

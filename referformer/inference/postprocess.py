@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from referformer.models.prediction import ClipPrediction
 
 
 def query_scores(pred_logits: Tensor) -> Tensor:
@@ -38,27 +38,6 @@ def cxcywh_to_xyxy_pixels(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     height, width = size
     xyxy = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
     return xyxy * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-
-
-@dataclass
-class ClipPrediction:
-    """Result for one sentence over one clip.
-
-    masks: bool [T, H, W] at the original size; mask_logits: float [T, H, W] (before the threshold);
-    boxes: [T, 4] xyxy in original-size pixels; scores: [T] sigmoid score of the chosen query per frame
-    (max over classes); query_scores: [Q]; query: chosen query index; logits: [T, K]; boxes_cxcywh:
-    [T, 4] normalised; reference_points: [T, 2] normalised (x, y) fed to the last decoder layer.
-    """
-
-    masks: Tensor
-    mask_logits: Tensor
-    boxes: Tensor
-    scores: Tensor
-    query_scores: Tensor
-    query: int
-    logits: Tensor
-    boxes_cxcywh: Tensor
-    reference_points: Tensor | None
 
 
 def postprocess_clip(pred_logits: Tensor, pred_boxes: Tensor, pred_masks: Tensor, orig_size: tuple[int, int],

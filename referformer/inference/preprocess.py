@@ -18,28 +18,15 @@ from PIL import Image
 from torch import Tensor
 
 from referformer.errors import UserError
+# Frame folders are listed by the package's one listing (suffixes .bmp .jpeg .jpg .png .tif .tiff
+# .webp, natural order), re-exported here.
+from referformer.inference.frame_files import IMAGE_SUFFIXES, list_frame_files  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 Frame = Union[Image.Image, np.ndarray, Tensor]
 FramesInput = Union[str, Path, Sequence[Frame], np.ndarray, Tensor]
-
-
-def list_frame_files(folder: str | Path) -> list[Path]:
-    """Image files of a folder in natural order (``frame2`` before ``frame10``), as ``video_io`` orders
-    them; for zero-padded names such as Ref-YouTube-VOS's ``00005.jpg`` this is plain name order."""
-    from referformer.inference.video_io import natural_sort_key
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"frame folder {folder} not found")
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                   key=lambda p: natural_sort_key(p.name))
-    if not files:
-        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
 
 
 def to_pil(frame: Frame) -> Image.Image:

@@ -2,11 +2,17 @@
 
 Every sentence gets a colour from :data:`PALETTE` (sentence ``i`` uses ``PALETTE[i % 10]``). Its
 mask is blended into the frame (``(1 - alpha) * pixel + alpha * colour``, ``alpha = 0.5`` by
-default), its box drawn as an outline of the same colour, and a legend lists the sentences with
-their colours: in the top-left corner of the frame, or, where it would cover more than
-:data:`MAX_LEGEND_COVER` of a small frame, in a dark band added below the frame (the overlay video
-is then taller than the input; see :attr:`OverlayRenderer.output_size`). Drawing is numpy for the blending and Pillow for boxes and
-text; nothing here depends on the model.
+default) and its box drawn as an outline of the same colour. Where the masks of several sentences
+overlap (two sentences about the same object), the overlap is painted in diagonal stripes that
+alternate their colours, each blended the same way, so every sentence stays visible instead of
+the colours mixing into one.
+
+A legend lists the sentences (``i: sentence``) with their colours, in a font that scales with the
+frame (1/24 of its height, 14 to 32 pixels); a sentence wider than the frame wraps over up to
+three lines, the third ellipsized. It sits in the top-left corner of the frame, or, where it
+would cover more than :data:`MAX_LEGEND_COVER` of a small frame, in a dark band added below the
+frame (the overlay video is then taller than the input; see :attr:`OverlayRenderer.output_size`).
+Drawing is numpy for the blending and Pillow for boxes and text; nothing here depends on the model.
 
 :class:`OverlayVideoWriter` writes an MP4 (H.264, ``yuv420p``) frame by frame. The file is a
 fragmented MP4 flushed after every frame (``movflags=frag_every_frame+empty_moov``, x264
@@ -17,6 +23,7 @@ height is padded with one black column/row on the right/bottom.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -41,8 +48,15 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (250, 190, 212),  # pink
 )
 DEFAULT_ALPHA = 0.5
+# Legend text: font size in pixels (scaled with the frame height, see legend_font_size) and the
+# most lines one sentence may take before it is ellipsized.
+MIN_LEGEND_FONT, MAX_LEGEND_FONT = 14, 32
+MAX_LEGEND_LINES = 3
 # Largest fraction of the frame's area the legend may cover; a larger legend goes in a band below.
 MAX_LEGEND_COVER = 0.15
+
+
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
 
 def sentence_colour(index: int) -> tuple[int, int, int]:
@@ -50,18 +64,26 @@ def sentence_colour(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def _font(size: int) -> Font:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed-size bitmap font
         return ImageFont.load_default()
 
 
-def _text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> float:
+def _text_width(font: Font, text: str) -> float:
     return float(font.getlength(text))
 
 
-def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> str:
+def _line_height(font: Font, font_size: int) -> int:
+    try:
+        ascent, descent = font.getmetrics()
+        return int(ascent + descent)
+    except AttributeError:  # the bitmap fallback font
+        return font_size + 3
+
+
+def _fit(text: str, font: Font, width: float) -> str:
     """``text``, cut with an ellipsis so that it is at most ``width`` pixels wide."""
     if _text_width(font, text) <= width:
         return text
@@ -75,34 +97,99 @@ def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: f
     return text[:low].rstrip() + "…"
 
 
+def legend_font_size(frame_height: int) -> int:
+    """Legend font size in pixels: 1/24 of the frame height, at least 14 (readable in a small
+    video once encoded), at most 32."""
+    return int(np.clip(round(frame_height / 24), MIN_LEGEND_FONT, MAX_LEGEND_FONT))
+
+
+def wrap_label(text: str, font: Font, width: float, max_lines: int = MAX_LEGEND_LINES) -> list[str]:
+    """Break ``text`` into lines at most ``width`` pixels wide, at spaces (a word wider than a
+    line is broken where it must); past ``max_lines`` lines the last one ends with an ellipsis."""
+    lines: list[str] = []
+    words = text.split()
+    while words and len(lines) < max_lines:
+        if len(lines) == max_lines - 1:  # the last line allowed takes the rest, ellipsized
+            lines.append(_fit(" ".join(words), font, width))
+            break
+        line = words.pop(0)
+        if _text_width(font, line) > width:  # one long word: cut it where the line is full
+            cut = max(1, len(_fit(line, font, width)) - 1)
+            line, rest = line[:cut], line[cut:]
+            words.insert(0, rest)
+        while words and _text_width(font, f"{line} {words[0]}") <= width:
+            line = f"{line} {words.pop(0)}"
+        lines.append(line)
+    return lines or [""]
+
+
 def render_legend(
     labels: Sequence[str], colours: Sequence[tuple[int, int, int]], frame_width: int, frame_height: int,
-    *, crop_to_frame: bool = True,
+    *, crop_to_frame: bool = True, max_lines: int = MAX_LEGEND_LINES,
 ) -> Image.Image:
     """Render the legend once, as an RGBA image to paste in the top-left corner of each frame.
 
-    One row per label: a swatch of the colour and the text, on a translucent dark background.
-    Font size scales with the frame height (1/28 of it, 10 to 32 pixels). Rows that do not fit in
-    the frame's height are cut unless ``crop_to_frame=False``.
+    One entry per label: a swatch of the colour and the text, on a translucent dark background.
+    Font size: :func:`legend_font_size` of the frame height. A label wider than the frame is
+    wrapped over up to ``max_lines`` lines (:func:`wrap_label`), the last one ellipsized; the
+    legend is at most ``frame_width`` pixels wide. Rows that do not fit in the frame's height are
+    cut unless ``crop_to_frame=False``.
     """
-    font_size = int(np.clip(round(frame_height / 28), 10, 32))
+    font_size = legend_font_size(frame_height)
     font = _font(font_size)
-    pad = max(2, font_size // 3)
-    row_height = font_size + pad
+    pad = max(3, font_size // 4)
+    line_height = _line_height(font, font_size)
     swatch = font_size
-    max_text_width = max(1, frame_width - 2 * pad - swatch - 3 * pad)
-    texts = [_fit(label, font, max_text_width) for label in labels]
-    text_width = max((_text_width(font, t) for t in texts), default=0)
-    width = int(min(frame_width, pad + swatch + pad + text_width + pad + 1))
-    height = int(pad + row_height * len(texts))
+    text_left = pad + swatch + pad
+    max_text_width = max(1, frame_width - text_left - pad)
+    entries = [wrap_label(label, font, max_text_width, max_lines) for label in labels]
+    text_width = max((_text_width(font, line) for lines in entries for line in lines), default=0)
+    width = int(min(frame_width, text_left + text_width + pad + 1))
+    height = int(pad + sum(len(lines) * line_height + pad for lines in entries))
     height = min(frame_height, height) if crop_to_frame else height
     legend = Image.new("RGBA", (max(width, 1), max(height, 1)), (0, 0, 0, 150))
     draw = ImageDraw.Draw(legend)
-    for row, (text, colour) in enumerate(zip(texts, colours)):
-        top = pad + row * row_height
-        draw.rectangle([pad, top, pad + swatch - 1, top + swatch - 1], fill=(*colour, 255))
-        draw.text((pad + swatch + pad, top), text, fill=(255, 255, 255, 255), font=font)
+    top = pad
+    for lines, colour in zip(entries, colours):
+        swatch_top = top + max(0, (line_height - swatch) // 2)
+        draw.rectangle([pad, swatch_top, pad + swatch - 1, swatch_top + swatch - 1], fill=(*colour, 255))
+        for row, line in enumerate(lines):
+            draw.text((text_left, top + row * line_height), line, fill=(255, 255, 255, 255), font=font)
+        top += len(lines) * line_height + pad
     return legend
+
+
+def stripe_width(height: int, width: int) -> int:
+    """Width in pixels of the diagonal stripes where masks overlap: 1/40 of the smaller side, at
+    least 6 (H.264's half-resolution colour planes would blur narrower stripes into one colour)."""
+    return max(6, round(min(height, width) / 40))
+
+
+def mask_owners(masks: Sequence[np.ndarray], box: tuple[slice, slice], stripe: int) -> np.ndarray:
+    """Which sentence colours each pixel of the crop ``box``: int ``[h, w]``, ``-1`` outside every mask.
+
+    A pixel in one mask gets that mask's index. A pixel in ``n > 1`` masks lies on diagonal stripes
+    ``stripe`` pixels wide (in frame coordinates) that cycle through those masks, so sentences that
+    share an object each keep their colour on it.
+    """
+    rows, cols = box
+    shape = (rows.stop - rows.start, cols.stop - cols.start)
+    owner = np.full(shape, -1, np.int16)
+    count = np.zeros(shape, np.uint8)
+    for index, mask in enumerate(masks):
+        crop = mask[box]
+        owner[crop] = index
+        count += crop
+    shared = count > 1
+    if shared.any():
+        y, x = np.ogrid[rows.start : rows.stop, cols.start : cols.stop]
+        turn = ((x + y) // stripe) % np.maximum(count, 1)  # which of the masks, in order, owns it
+        seen = np.zeros(shape, np.uint8)  # masks of the pixel met so far
+        for index, mask in enumerate(masks):
+            crop = mask[box]
+            owner[crop & shared & (seen == turn)] = index
+            seen += crop
+    return owner
 
 
 def draw_overlay(
@@ -115,6 +202,9 @@ def draw_overlay(
     alpha: float = DEFAULT_ALPHA,
 ) -> np.ndarray:
     """Draw masks, boxes and a legend on one frame.
+
+    Each mask is blended in its colour (``(1 - alpha) * pixel + alpha * colour``); where masks
+    overlap, diagonal stripes alternate their colours (:func:`mask_owners`) instead of mixing them.
 
     Args:
         image: RGB ``uint8`` ``[H, W, 3]``; not modified.
@@ -129,26 +219,28 @@ def draw_overlay(
         RGB ``uint8`` ``[H, W, 3]``.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
-    weight = round(alpha * 256)  # fixed point: (pixel * (256 - w) + colour * w + 128) >> 8
-    for mask, colour in zip(masks, colours):
-        mask = np.asarray(mask, dtype=bool)
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if rows.size == 0:
-            continue
-        # blend inside the mask's bounding box only (boolean indexing of [H, W, 3] is slow)
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        crop = out[box]
-        tint = np.asarray(colour, np.uint16) * weight + 128
-        blended = ((crop.astype(np.uint16) * (256 - weight) + tint) >> 8).astype(np.uint8)
-        np.copyto(crop, blended, where=mask[box][..., None])
-    canvas = Image.fromarray(out)
     height, width = image.shape[:2]
+    masks = [np.asarray(mask, dtype=bool) for mask in masks]
+    present = [i for i, mask in enumerate(masks) if mask.any()]
+    if present:
+        union = np.logical_or.reduce([masks[i] for i in present])
+        rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+        # blend inside the masks' bounding box only (boolean indexing of [H, W, 3] is slow)
+        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        owner = mask_owners([masks[i] for i in present], box, stripe_width(height, width))
+        weight = round(alpha * 256)  # fixed point: (pixel * (256 - w) + colour * w + 128) >> 8
+        tints = np.asarray([colours[i] for i in present], np.uint16) * weight + 128  # [n, 3]
+        crop = out[box]
+        tint = tints[np.maximum(owner, 0)]  # [h, w, 3]
+        blended = ((crop.astype(np.uint16) * (256 - weight) + tint) >> 8).astype(np.uint8)
+        np.copyto(crop, blended, where=(owner >= 0)[..., None])
+    canvas = Image.fromarray(out)
     thickness = max(2, round(min(height, width) / 150))
     draw = ImageDraw.Draw(canvas)
-    for mask, box, colour in zip(masks, boxes_xyxy, colours):
-        if box is None or not np.any(mask):
+    for mask, box_xyxy, colour in zip(masks, boxes_xyxy, colours):
+        if box_xyxy is None or not mask.any():
             continue
-        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, y0, x1, y1 = (float(v) for v in box_xyxy)
         draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=colour, width=thickness)
     if legend is not None:
         canvas.paste(legend, (0, 0), legend)
@@ -165,7 +257,7 @@ class OverlayVideoWriter:
     Args:
         path: output ``.mp4`` path.
         width, height: frame size in pixels; odd sizes are padded by one black pixel.
-        fps: frame rate of the output (frames per second).
+        fps: frame rate of the output (frames per second; not a positive finite number: 10).
         crf: x264 constant rate factor (lower is better quality; 18-23 is visually good).
     """
 
@@ -174,7 +266,9 @@ class OverlayVideoWriter:
         self.width, self.height = width, height
         self.encoded_width, self.encoded_height = _even(width), _even(height)
         self.frames_written = 0
-        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(10)
+        # a rate that is not a positive finite number falls back to 10 fps (callers check theirs)
+        rate = Fraction(fps).limit_denominator(1001) if math.isfinite(fps) and fps > 0 else Fraction(10)
+        rate = max(rate, Fraction(1, 1001))  # a tiny rate must not round to 0
         self._container = av.open(
             str(self.path),
             mode="w",

@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from referformer.models.fastpath import reference_mode_enabled
+from referformer.models.kernels import triton_ms_deform_attn_or_none
+
 MSDeformAttnFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
@@ -118,12 +121,7 @@ def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, level_start_ind
 
 def _default_impl() -> MSDeformAttnFn:
     """The fused Triton kernel when it can run (CUDA + triton), else the pure-PyTorch gather."""
-    try:
-        from referformer.models.kernels import triton_ms_deform_attn_or_none
-
-        fn = triton_ms_deform_attn_or_none()
-    except ImportError:
-        fn = None
+    fn = triton_ms_deform_attn_or_none(fallback=ms_deform_attn_gather)
     return fn if fn is not None else ms_deform_attn_gather
 
 
@@ -149,8 +147,6 @@ def get_ms_deform_attn_impl() -> MSDeformAttnFn:
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                    sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """Dispatch to the active implementation (see ``ms_deform_attn_pytorch`` for shapes)."""
-    from referformer.models.fastpath import reference_mode_enabled
-
     fn = ms_deform_attn_pytorch if reference_mode_enabled() else get_ms_deform_attn_impl()
     return fn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from referformer.models.fusion import VisionLanguageBlock
+from referformer.models.fusion import VisionLanguageBlock, frames_to_sequence, sequence_to_frames
 from referformer.models.position import PositionEmbeddingSine1D
 
 
@@ -29,18 +29,6 @@ def _c2_xavier_fill(module: nn.Conv2d) -> None:
     nn.init.kaiming_uniform_(module.weight, a=1)
     if module.bias is not None:
         nn.init.constant_(module.bias, 0)
-
-
-def _seq(x: Tensor, b: int, t: int) -> Tensor:
-    """[(b t), c, h, w] -> [(t h w), b, c]."""
-    n, c, h, w = x.shape
-    return x.reshape(b, t, c, h, w).permute(1, 3, 4, 0, 2).reshape(t * h * w, b, c)
-
-
-def _unseq(x: Tensor, b: int, t: int, h: int, w: int) -> Tensor:
-    """[(t h w), b, c] -> [(b t), c, h, w]."""
-    c = x.shape[-1]
-    return x.reshape(t, h, w, b, c).permute(3, 0, 4, 1, 2).reshape(b * t, c, h, w)
 
 
 class CrossModalFPNDecoder(nn.Module):
@@ -98,10 +86,10 @@ class CrossModalFPNDecoder(nn.Module):
             block = getattr(self, f"cross_attn_{stage}")
             h, w = pos.shape[-2:]
             xb = x.shape[0] // t  # b, or 1 for a stride-4 feature shared by all sentences
-            cur = block(_seq(lateral(x), xb, t), text, t=t, h=h, w=w,
+            cur = block(frames_to_sequence(lateral(x), xb, t), text, t=t, h=h, w=w,
                         tgt_key_padding_mask=m.reshape(xb, t * h * w), memory_key_padding_mask=text_mask,
-                        pos=text_pos, query_pos=_seq(pos, xb, t))
-            cur = _unseq(cur, b, t, h, w)
+                        pos=text_pos, query_pos=frames_to_sequence(pos, xb, t))
+            cur = sequence_to_frames(cur, b, t, h, w)
             if y is not None:
                 cur = cur + F.interpolate(y, size=cur.shape[-2:], mode="nearest")
             y = output(cur)

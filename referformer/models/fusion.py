@@ -13,6 +13,18 @@ from referformer.models import fastpath
 from referformer.models.fastpath import chunking_applies
 
 
+def frames_to_sequence(x: Tensor, b: int, t: int) -> Tensor:
+    """Feature maps ``[(b t), c, h, w]`` -> the sequence-first tokens ``[(t h w), b, c]`` the blocks take."""
+    _, c, h, w = x.shape
+    return x.reshape(b, t, c, h, w).permute(1, 3, 4, 0, 2).reshape(t * h * w, b, c)
+
+
+def sequence_to_frames(x: Tensor, b: int, t: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`frames_to_sequence`: ``[(t h w), b, c]`` -> ``[(b t), c, h, w]``."""
+    c = x.shape[-1]
+    return x.reshape(t, h, w, b, c).permute(3, 0, 4, 1, 2).reshape(b * t, c, h, w)
+
+
 def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 

@@ -31,7 +31,7 @@ from referformer.config import ModelConfig
 from referformer.models.backbones import build_backbone
 from referformer.models.fastpath import reference_mode, reference_mode_enabled
 from referformer.models.fpn import CrossModalFPNDecoder
-from referformer.models.fusion import VisionLanguageFusionModule
+from referformer.models.fusion import VisionLanguageFusionModule, frames_to_sequence, sequence_to_frames
 from referformer.models.heads import MLP, inverse_sigmoid
 from referformer.models.mask_head import dynamic_mask_logits
 from referformer.models.position import PositionEmbeddingSine1D, PositionEmbeddingSine2D
@@ -114,18 +114,6 @@ class TextFeatures:
     def select(self, index: Tensor | list[int] | slice) -> "TextFeatures":
         """Subset of the sentences (batch dimension)."""
         return TextFeatures(self.word_features[index], self.padding_mask[index], self.sentence_feature[index])
-
-
-def _seq(x: Tensor, b: int, t: int) -> Tensor:
-    """[(b t), c, h, w] -> [(t h w), b, c]."""
-    _, c, h, w = x.shape
-    return x.reshape(b, t, c, h, w).permute(1, 3, 4, 0, 2).reshape(t * h * w, b, c)
-
-
-def _unseq(x: Tensor, b: int, t: int, h: int, w: int) -> Tensor:
-    """[(t h w), b, c] -> [(b t), c, h, w]."""
-    c = x.shape[-1]
-    return x.reshape(t, h, w, b, c).permute(3, 0, 4, 1, 2).reshape(b * t, c, h, w)
 
 
 class ReferFormer(nn.Module):
@@ -266,8 +254,9 @@ class ReferFormer(nn.Module):
         fused = []
         for src in visual.srcs:
             _, _, h, w = src.shape
-            s = self.fusion_module(_seq(src, vb, t), words, memory_key_padding_mask=text.padding_mask, pos=text_pos)
-            fused.append(_unseq(s, b, t, h, w))
+            s = self.fusion_module(frames_to_sequence(src, vb, t), words, memory_key_padding_mask=text.padding_mask,
+                                   pos=text_pos)
+            fused.append(sequence_to_frames(s, b, t, h, w))
         level_masks, level_pos = visual.masks, visual.pos
         if vb != b:
             level_masks = [_repeat_clip(x, b) for x in level_masks]

@@ -14,234 +14,37 @@ normalised and padded, padding mask, tokenised text) and splits its forward pass
 * ``decode(visual, sentence)`` -> ``{"seg_logits": [B, T, 2, H, W]}`` (fusion + classifier + upsampling).
 
 Module names equal torchvision's ``deeplabv3_resnet101`` (``backbone.*``, ``classifier.*``), so its
-state dicts load into ``backbone``/``classifier`` as they are. See ``docs/refvos.md`` for what is
+state dicts load into ``backbone``/``classifier`` as they are. The configuration is
+:class:`referformer.config.RefVOSConfig`, the DeepLabv3 parts are in :mod:`referformer.models.deeplab`,
+the BERT and its weight files in :mod:`referformer.models.bert`. See ``docs/refvos.md`` for what is
 known and what is uncertain about the original code.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from referformer.config import RefVOSConfig
 from referformer.errors import UserError
-from referformer.inference.postprocess import ClipPrediction
+from referformer.models.bert import build_bert, load_encoder_weights
+from referformer.models.deeplab import FOREGROUND, build_deeplab_backbone, build_deeplab_head
+from referformer.models.prediction import ClipPrediction
 
 __all__ = [
-    "FOREGROUND",
-    "NUM_CLASSES",
-    "BertTextConfig",
     "RefVOS",
-    "RefVOSConfig",
     "RefVOSVisualFeatures",
-    "build_bert",
-    "build_deeplab_backbone",
     "build_refvos",
     "postprocess_refvos_clip",
     "refvos_frame_scores",
     "refvos_query_outputs",
-    "torchvision_deeplab_converter",
 ]
-
-NUM_CLASSES = 2  # channel 0 = background, channel 1 = foreground (the referred object)
-FOREGROUND = 1
-
-REFVOS_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-SENTENCE_EMBEDDINGS = ("cls", "pooler")
-# torchvision's replace_stride_with_dilation for layer2, layer3, layer4
-_DILATION_FLAGS = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
-
-
-@dataclass
-class BertTextConfig:
-    """Fields of a ``transformers.BertConfig``; defaults are exactly ``bert-base-uncased``."""
-
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    attn_implementation: str = "sdpa"
-    # Hugging Face name (looked up offline in the local cache) or a local directory.
-    tokenizer: str = "bert-base-uncased"
-
-    @property
-    def max_tokens(self) -> int:
-        """Longest tokenised sentence (special tokens included): BERT counts positions from 0."""
-        return self.max_position_embeddings
-
-    def bert_config(self) -> Any:
-        """The ``transformers.BertConfig`` of these fields."""
-        from transformers import BertConfig
-
-        kwargs = dataclasses.asdict(self)
-        kwargs.pop("tokenizer")
-        attn = kwargs.pop("attn_implementation")
-        config = BertConfig(**kwargs)
-        config._attn_implementation = attn
-        return config
-
-
-@dataclass
-class RefVOSConfig:
-    """Architecture of a RefVOS model. Defaults = the paper's model (DeepLabv3-ResNet101 OS 8 + BERT-base).
-
-    ``sentence_embedding``: ``"cls"`` = BERT's last hidden state at the [CLS] token (what the
-    original code is believed to use, see docs/refvos.md), ``"pooler"`` = BERT's pooler output
-    (tanh(dense([CLS]))). ``aspp_channels`` is 256 in DeepLabv3; smaller only for tiny test models.
-    ``output_stride`` 8 / 16 / 32 (ResNet-18/34 get their dilation by hand, torchvision refuses it).
-    """
-
-    model_type: ClassVar[str] = "refvos"
-
-    backbone: str = "resnet101"
-    output_stride: int = 8
-    atrous_rates: tuple[int, ...] = (12, 24, 36)
-    aspp_channels: int = 256
-    sentence_embedding: str = "cls"
-    text_encoder: BertTextConfig = field(default_factory=BertTextConfig)
-    freeze_text_encoder: bool = False
-    train_backbone: bool = True
-
-    def validate(self) -> RefVOSConfig:
-        """Raise ``UserError`` for a combination that cannot be built; return ``self``."""
-
-        def fail(msg: str) -> None:
-            raise UserError(f"invalid RefVOSConfig: {msg}")
-
-        if self.backbone not in REFVOS_BACKBONES:
-            fail(f"unknown backbone {self.backbone!r}; choose one of {', '.join(REFVOS_BACKBONES)}")
-        if self.output_stride not in _DILATION_FLAGS:
-            fail(f"output_stride must be 8, 16 or 32 (got {self.output_stride})")
-        if len(self.atrous_rates) < 1 or any(int(r) < 1 for r in self.atrous_rates):
-            fail(f"atrous_rates must be positive integers (got {list(self.atrous_rates)})")
-        if self.aspp_channels < 1:
-            fail(f"aspp_channels must be >= 1 (got {self.aspp_channels})")
-        if self.sentence_embedding not in SENTENCE_EMBEDDINGS:
-            fail(f"sentence_embedding must be one of {SENTENCE_EMBEDDINGS} (got {self.sentence_embedding!r})")
-        t = self.text_encoder
-        if t.hidden_size % t.num_attention_heads:
-            fail(f"text_encoder.hidden_size ({t.hidden_size}) must be divisible by "
-                 f"text_encoder.num_attention_heads ({t.num_attention_heads})")
-        if t.attn_implementation not in ("eager", "sdpa"):
-            fail(f"text_encoder.attn_implementation must be 'eager' or 'sdpa' (got {t.attn_implementation!r})")
-        return self
-
-    # ---- JSON round trip ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict with ``"model_type": "refvos"`` (nested text encoder config included)."""
-        d = dataclasses.asdict(self)
-        d["atrous_rates"] = list(self.atrous_rates)
-        return {"model_type": self.model_type, **d}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RefVOSConfig:
-        """Inverse of ``to_dict``; ``model_type`` may be absent; unknown keys are an error naming them."""
-        data = dict(data)
-        model_type = data.pop("model_type", cls.model_type)
-        if model_type != cls.model_type:
-            raise UserError(f"RefVOSConfig.from_dict got model_type {model_type!r}; expected {cls.model_type!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown RefVOSConfig field(s) {unknown}; known fields: {sorted(known)}")
-        text = data.pop("text_encoder", None)
-        if isinstance(text, dict):
-            tknown = {f.name for f in dataclasses.fields(BertTextConfig)}
-            tunknown = sorted(set(text) - tknown)
-            if tunknown:
-                raise UserError(f"unknown text_encoder field(s) {tunknown}; known: {sorted(tknown)}")
-            text = BertTextConfig(**text)
-        if "atrous_rates" in data:
-            data["atrous_rates"] = tuple(int(r) for r in data["atrous_rates"])
-        return cls(**data) if text is None else cls(text_encoder=text, **data)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """JSON text of the config; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
-
-    @classmethod
-    def from_json(cls, path_or_text: str | Path) -> RefVOSConfig:
-        """Read a config from a JSON file path or a JSON string."""
-        p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
-        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
-        return cls.from_dict(json.loads(text))
-
-    def replace(self, **changes: Any) -> RefVOSConfig:
-        """A copy with some fields changed (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)
-
-
-# ---- DeepLabv3 parts ----------------------------------------------------------------------------
-def _dilate_basic_block_resnet(resnet: nn.Module, flags: tuple[bool, bool, bool]) -> None:
-    """Replace strides by dilation in a ResNet-18/34, as torchvision does for Bottleneck ResNets.
-
-    Written by hand because torchvision's ``BasicBlock`` refuses dilation > 1; it mirrors
-    ``ResNet._make_layer(dilate=True)``: the layer's first block keeps the previous dilation,
-    the later blocks use the new one, and no conv strides any more.
-    """
-    dilation = 1
-    for layer, dilate in zip((resnet.layer2, resnet.layer3, resnet.layer4), flags):
-        if not dilate:
-            continue
-        previous, dilation = dilation, dilation * 2
-        for index, block in enumerate(layer):
-            d = previous if index == 0 else dilation
-            for conv in (block.conv1, block.conv2):
-                conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
-            if block.downsample is not None:
-                block.downsample[0].stride = (1, 1)
-
-
-def build_deeplab_backbone(name: str, output_stride: int = 8) -> tuple[nn.Module, int]:
-    """A torchvision ResNet (random weights, nothing downloaded) dilated to ``output_stride``.
-
-    Returns ``(backbone, channels)``: ``backbone(x)["out"]`` is layer4, ``[N, channels, H/os, W/os]``.
-    Same construction as ``torchvision.models.segmentation.deeplabv3_resnet101`` (OS 8 =
-    ``replace_stride_with_dilation=[False, True, True]``).
-    """
-    flags = _DILATION_FLAGS[output_stride]
-    constructor = getattr(torchvision.models, name)
-    if name in ("resnet50", "resnet101"):
-        resnet = constructor(weights=None, replace_stride_with_dilation=list(flags))
-        channels = 2048
-    else:
-        resnet = constructor(weights=None)
-        _dilate_basic_block_resnet(resnet, flags)
-        channels = 512
-    return IntermediateLayerGetter(resnet, return_layers={"layer4": "out"}), channels
-
-
-def build_deeplab_head(in_channels: int, atrous_rates: tuple[int, ...], channels: int = 256) -> nn.Sequential:
-    """torchvision's ``DeepLabHead`` without the final conv's class count fixed: ASPP, conv3x3-BN-ReLU,
-    conv1x1 -> 2 classes. Same module indices (``classifier.0`` = ASPP ... ``classifier.4``); built here
-    only because ``DeepLabHead`` hard-codes 256 channels (tiny test models use fewer)."""
-    return nn.Sequential(
-        ASPP(in_channels, list(atrous_rates), out_channels=channels),
-        nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(),
-        nn.Conv2d(channels, NUM_CLASSES, 1),
-    )
 
 
 # ---- the model ------------------------------------------------------------------------------------
@@ -285,15 +88,6 @@ class RefVOSVisualFeatures:
         index = frame_indices.to(aspp.device).long()
         aspp = aspp[torch.arange(b, device=aspp.device)[:, None], index]
         return RefVOSVisualFeatures(aspp.flatten(0, 1), self.input_size, int(index.shape[1]))
-
-
-def build_bert(config: RefVOSConfig) -> nn.Module:
-    """RefVOS's text encoder: a random ``transformers.BertModel`` of ``config.text_encoder``, without the
-    pooler when ``sentence_embedding`` does not use it (so that no parameter is left without a gradient
-    under DDP)."""
-    from transformers import BertModel
-
-    return BertModel(config.text_encoder.bert_config(), add_pooling_layer=config.sentence_embedding == "pooler")
 
 
 class RefVOS(nn.Module):
@@ -384,25 +178,13 @@ class RefVOS(nn.Module):
         return self.decode(visual, self.encode_text(input_ids, attention_mask, token_type_ids), with_queries=False)
 
     def load_text_encoder(self, path: str | Path) -> None:
-        """Load BERT encoder weights saved by :func:`referformer.text_mlm.save_encoder_weights`."""
-        from referformer.text_mlm import load_encoder_weights
-
+        """Load BERT encoder weights saved by :func:`referformer.models.bert.save_encoder_weights`."""
         load_encoder_weights(self.text_encoder, path)
 
 
 def build_refvos(config: RefVOSConfig) -> RefVOS:
     """A RefVOS of ``config`` with random weights (nothing is downloaded)."""
     return RefVOS(config)
-
-
-def torchvision_deeplab_converter(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A torchvision ``deeplabv3_resnet*`` state dict -> RefVOS initial weights (``--init``): drops the
-    auxiliary FCN head (``aux_classifier.*``) and a final classifier conv whose class count is not 2
-    (COCO/VOC weights have 21); every other key is already RefVOS's. Our own checkpoints pass unchanged."""
-    final = "classifier.4."
-    drop_final = any(k.startswith(final) and v.shape[0] != NUM_CLASSES for k, v in state.items())
-    return {k: v for k, v in state.items()
-            if not k.startswith("aux_classifier.") and not (drop_final and k.startswith(final))}
 
 
 # ---- post-processing --------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ Written in the Ref-YouTube-VOS layout (so the real loaders, training and evaluat
 with ``expression_kinds.json`` labelling each expression's kinds and triviality, and a tiny
 download-free tokenizer + RoBERTa config for a small text encoder. See docs/synthetic.md.
 
-Modules: ``scenes`` (shapes, motion, rendering), ``facts`` (three-valued predicates on the ground
-truth), ``grammar`` (expressions, kinds, uniqueness), ``writer`` (the on-disk layout), ``kinds``
-(the labels file), ``tokenizer`` (text stack).
+Modules: ``scenes`` (shapes, motion types, rendering), ``sampling`` (random scenes), ``facts``
+(three-valued predicates on the ground truth), ``grammar`` (expressions, kinds, uniqueness),
+``writer`` (the on-disk layout), ``kinds`` (the labels file), ``tokenizer`` (text stack),
+``refvos`` (the RefVOS model of the ``refvos-synthetic`` recipe).
 """
 
 from referformer.synthetic.grammar import KINDS, grammar_vocabulary

@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from referformer.errors import UserError
+from referformer.palette import VOC_PALETTE
 from referformer.synthetic.facts import SceneFacts
 from referformer.synthetic.grammar import Expression, describe_scene
 from referformer.synthetic.kinds import (
@@ -43,30 +44,13 @@ from referformer.synthetic.kinds import (
     to_json,
     write_expression_kinds,
 )
-from referformer.synthetic.scenes import SHAPES, Scene, SceneConfig, render_frame, sample_scene
+from referformer.synthetic.sampling import sample_scene
+from referformer.synthetic.scenes import SHAPES, Scene, SceneConfig, render_frame
 
 GENERATOR_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 SYNTHETIC_CATEGORIES: dict[str, int] = {name: i for i, name in enumerate(SHAPES)}
 """Category name -> label index, for ``build_ytvos(..., categories=SYNTHETIC_CATEGORIES)``."""
-
-
-def _voc_palette() -> list[int]:
-    """The 256-colour PASCAL VOC palette (as used by DAVIS / YouTube-VOS annotation PNGs)."""
-    flat = []
-    for idx in range(256):
-        r = g = b = 0
-        code = idx
-        for bit in range(8):
-            r |= ((code >> 0) & 1) << (7 - bit)
-            g |= ((code >> 1) & 1) << (7 - bit)
-            b |= ((code >> 2) & 1) << (7 - bit)
-            code >>= 3
-        flat.extend((r, g, b))
-    return flat
-
-
-PALETTE = _voc_palette()
 
 
 @dataclass(frozen=True)
@@ -105,7 +89,7 @@ def _write_json(obj, path: Path) -> None:
 
 def _save_palette_png(labels: np.ndarray, path: Path) -> None:
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
-    im.putpalette(PALETTE)
+    im.putpalette(VOC_PALETTE)
     im.save(path, optimize=False)
 
 

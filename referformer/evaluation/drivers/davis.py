@@ -38,7 +38,7 @@ from referformer.evaluation.drivers.runner import (
     run_units,
     staging_dir,
 )
-from referformer.evaluation.drivers.segmenters import VideoRequest, VideoSegmenter
+from referformer.evaluation.drivers.segmenters import RefusedSentence, VideoRequest, VideoSegmenter
 
 __all__ = ["BACKGROUND_SCORE", "CLIP_LENGTH", "NUM_ANNOTATIONS", "davis_gt_dir", "evaluate_davis"]
 
@@ -80,6 +80,7 @@ def _process_sequence(dataset: ExpressionVideoDataset, segmenter: VideoSegmenter
     width, height = frames[0].size
     length = len(frames)
     labels = np.zeros((NUM_ANNOTATIONS, length, height, width), dtype=np.uint8)
+    refused: list[dict[str, str]] = []
     for start in range(0, length, clip_length):
         stop = min(start + clip_length, length)
         best = np.full((NUM_ANNOTATIONS, stop - start, height, width), BACKGROUND_SCORE, dtype=np.float32)
@@ -87,6 +88,9 @@ def _process_sequence(dataset: ExpressionVideoDataset, segmenter: VideoSegmenter
                                tuple(e.exp_id for e in used), tuple(e.caption for e in used))
         count = 0
         for position, probs in enumerate(segmenter(request)):
+            if isinstance(probs, RefusedSentence):  # scored as an empty mask, listed in the record
+                refused.append({"expression": used[position].exp_id, "reason": probs.reason})
+                probs = np.zeros(best.shape[1:], np.float32)
             scores = probs.float().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs, np.float32)
             if scores.shape != best.shape[1:]:
                 raise ValueError(f"sequence {video_id}: the segmenter returned shape {scores.shape}, expected "
@@ -97,6 +101,8 @@ def _process_sequence(dataset: ExpressionVideoDataset, segmenter: VideoSegmenter
         if count != len(used):
             raise ValueError(f"sequence {video_id}: the segmenter returned {count} results for {len(used)} sentences")
     record: dict[str, Any] = {"video": video_id, "num_frames": length, "num_objects": num_objects, "anno": {}}
+    if refused:
+        record["refused"] = refused
     for anno in range(NUM_ANNOTATIONS):
         staging = staging_dir(out_dir, f"{video_id}.anno_{anno}")
         for t in range(length):
@@ -158,4 +164,7 @@ def evaluate_davis(
                       "four (the original code never combines them)")
     report["per_video"] = [{"video": r["video"], "num_frames": r["num_frames"], "num_objects": r["num_objects"]}
                            for r in records]
+    refused = [{"video": r["video"], **row} for r in records for row in r.get("refused", [])]
+    if refused:
+        report["refused_expressions"] = refused
     return report

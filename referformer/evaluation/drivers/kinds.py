@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from referformer.synthetic.kinds import KINDS_FILENAME, expression_groups, read_expression_kinds
+
 __all__ = ["find_kinds_file", "group_scores"]
 
 
 def find_kinds_file(root: Path, split: str) -> Path | None:
     """The labels of a dataset split, if any: ``meta_expressions/<split>/expression_kinds.json``,
     ``<split>/expression_kinds.json`` or ``expression_kinds.json`` at the root (first found)."""
-    from referformer.synthetic.kinds import KINDS_FILENAME
-
     for path in (root / "meta_expressions" / split / KINDS_FILENAME, root / split / KINDS_FILENAME,
                  root / KINDS_FILENAME):
         if path.is_file():
@@ -35,8 +35,6 @@ def group_scores(per_expression: Sequence[Mapping[str, Any]], labels_path: Path)
     ``per_expression`` rows hold ``video``, ``expression``, ``J``, ``F``. Labels of expressions that
     were not scored are ignored; scored expressions without a label count in ``unlabelled`` only.
     """
-    from referformer.synthetic.kinds import expression_groups, read_expression_kinds
-
     labels = read_expression_kinds(labels_path)
     scores = {(row["video"], row["expression"]): (row["J"], row["F"]) for row in per_expression}
     labelled = {(v, e) for v, exps in labels.items() for e in exps}

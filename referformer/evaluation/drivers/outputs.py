@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from referformer.palette import VOC_PALETTE
+
 __all__ = ["read_palette", "save_binary_png", "save_palette_png", "write_zip"]
 
 
@@ -41,9 +43,7 @@ def read_palette(candidates: Iterable[Path]) -> list[int]:
                 palette = image.getpalette()
                 if image.mode == "P" and palette:
                     return list(palette)
-    from referformer.synthetic.writer import PALETTE
-
-    return list(PALETTE)
+    return list(VOC_PALETTE)
 
 
 def write_zip(path: Path, entries: Iterable[tuple[Path, str]]) -> int:

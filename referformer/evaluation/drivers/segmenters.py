@@ -4,7 +4,8 @@ Two request kinds, one per family of protocols; any callable answering them can 
 real model through :class:`ModelSegmenter`, or a ground-truth "oracle" in tests):
 
 * ``segmenter(VideoRequest) -> iterable of per-sentence mask probabilities``, float ``[T, H, W]``
-  in ``[0, 1]`` at the **original** frame size, one entry per sentence in request order. Used by
+  in ``[0, 1]`` at the **original** frame size, one entry per sentence in request order (or a
+  :class:`RefusedSentence` for a sentence the model cannot take). Used by
   Ref-YouTube-VOS, MeViS, the synthetic benchmark (``> 0.5`` = object) and Ref-DAVIS17 (the soft
   scores are merged over objects). One query is chosen per request, so the driver's window (whole
   video, or 36-frame clips for DAVIS) is the original's "query per clip".
@@ -20,17 +21,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from referformer.checkpoint import resolve_checkpoint  # noqa: F401 (re-exported)
+from referformer.inference.predictor import Predictor
+from referformer.inference.sentences import SentenceTooLongError
 
 __all__ = [
     "ClipRequest",
     "ModelSegmenter",
     "QueryPrediction",
     "QuerySegmenter",
+    "RefusedSentence",
     "VideoRequest",
     "VideoSegmenter",
     "load_segmenter",
@@ -81,7 +84,16 @@ class QueryPrediction:
     boxes: Tensor | None = None
 
 
-VideoSegmenter = Callable[[VideoRequest], Iterable[Tensor]]
+@dataclass(frozen=True)
+class RefusedSentence:
+    """What a segmenter yields instead of probabilities for a sentence the model cannot take (too
+    long for its text encoder): the driver writes empty masks, scores them, and lists the
+    expression with ``reason`` in the report instead of stopping the run."""
+
+    reason: str
+
+
+VideoSegmenter = Callable[[VideoRequest], Iterable["Tensor | RefusedSentence"]]
 
 
 class QuerySegmenter(Protocol):
@@ -89,99 +101,63 @@ class QuerySegmenter(Protocol):
 
 
 class ModelSegmenter:
-    """Runs a model for the drivers: the video is encoded once per request and decoded for
-    the sentences in batches of ``sentence_batch_size``. Any model whose ``decode`` returns
-    ``pred_logits`` / ``pred_boxes`` / ``pred_masks`` works: ReferFormer, and RefVOS through its
-    one-query view (:func:`referformer.models.refvos.refvos_query_outputs`, masks at the input size).
+    """Runs the inference engine (:class:`~referformer.inference.predictor.Predictor`) for the drivers.
 
-    Video requests follow ``inference_ytvos.py`` / ``inference_davis.py``: ``Resize(short_side)``
-    (no cap unless ``max_size``), one query per request chosen by the mean sigmoid score over its
-    frames, its stride-4 mask logits upsampled bilinearly to the original size, then sigmoid.
-    Clip requests follow ``engine.evaluate_a2d``: padding to a multiple of 32, the selected frame's
-    features, every query's mask logits upsampled x4 bilinearly, thresholded at 0.5, padding
-    removed, nearest resize to the original size.
+    Video requests: the request's frames go through ``Predictor.predict`` with the model's inference
+    settings (short side, threshold, query policy). ``window`` frames per clip: the argument, else
+    the settings' window, else the whole request, so for the official checkpoints each request is
+    one clip as the original's ``inference_ytvos.py`` (whole video) / ``inference_davis.py`` (the
+    driver's 36-frame clips) and the chosen query is the original's "query per clip". The chosen
+    query's upsampled mask logits go through a sigmoid. Clip requests: ``Predictor.frame_queries``
+    (the original ``engine.evaluate_a2d``). A sentence longer than the text encoder accepts is
+    answered with a :class:`RefusedSentence`.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, device: str | torch.device = "cpu",
-                 short_side: int = 360, max_size: int | None = None, sentence_batch_size: int = 8,
-                 threshold: float = 0.5) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.device = torch.device(device)
-        self.short_side = short_side
-        self.max_size = max_size
-        self.sentence_batch_size = sentence_batch_size
-        self.threshold = threshold
+    def __init__(self, predictor: Predictor, window: int | None = None) -> None:
+        self.predictor = predictor
+        self.window = window
 
-    def _text(self, sentences: Sequence[str]) -> Any:
-        from referformer.text import tokenize
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.predictor.model
 
-        ids, mask = tokenize(self.tokenizer, list(sentences), device=self.device)
-        return self.model.encode_text(ids, mask)
-
-    @torch.inference_mode()
-    def __call__(self, request: VideoRequest) -> Iterator[Tensor]:
+    def __call__(self, request: VideoRequest) -> Iterator[Tensor | RefusedSentence]:
         """Yield float ``[T, H, W]`` probabilities per sentence (original size, on the CPU)."""
-        from referformer.inference.postprocess import select_query, upsample_mask_logits
-        from referformer.inference.preprocess import preprocess_frames
+        accepted, refused = self._check(request.sentences)
+        window = self.window or self.predictor.settings.window or len(request.frames)
+        predictions = iter(self.predictor.predict(list(request.frames), [request.sentences[i] for i in accepted],
+                                                  window=window, return_logits=True) if accepted else [])
+        for i in range(len(request.sentences)):
+            if i in refused:
+                yield refused[i]
+            else:
+                prediction = next(predictions)
+                assert prediction.mask_logits is not None
+                yield prediction.mask_logits.sigmoid()
 
-        clip, orig_size = preprocess_frames(list(request.frames), short_side=self.short_side,
-                                            max_size=self.max_size)
-        visual = self.model.encode_video(clip.to(self.device)[None])
-        t = clip.shape[0]
-        for start in range(0, len(request.sentences), self.sentence_batch_size):
-            batch = request.sentences[start:start + self.sentence_batch_size]
-            out = self.model.decode(visual, self._text(batch))
-            for i in range(len(batch)):
-                query, _ = select_query(out["pred_logits"][i])
-                logits = upsample_mask_logits(out["pred_masks"][i][torch.arange(t), query].float(), orig_size)
-                yield logits.sigmoid().cpu()
+    def _check(self, sentences: Sequence[str]) -> tuple[list[int], dict[int, RefusedSentence]]:
+        accepted, refused = [], {}
+        for i, sentence in enumerate(sentences):
+            try:
+                self.predictor.check_sentences([sentence])
+            except SentenceTooLongError as err:
+                refused[i] = RefusedSentence(str(err).replace("sentence 1 ", "the expression ", 1))
+            else:
+                accepted.append(i)
+        return accepted, refused
 
-    @torch.inference_mode()
     def queries(self, request: ClipRequest) -> list[QueryPrediction]:
-        """Every query of ``request.frame_index`` for each sentence (see the class docstring)."""
-        from referformer.data.collate import pad_videos
-        from referformer.inference.postprocess import cxcywh_to_xyxy_pixels
-
-        frames, padding = pad_videos([request.frames.to(self.device)], size_divisibility=32)
-        h, w = request.frames.shape[-2:]
-        sizes = torch.tensor([[h, w]], device=self.device)
-        visual = self.model.encode_video(frames, padding, sizes).select_frames(torch.tensor([[request.frame_index]]))
-        results: list[QueryPrediction] = []
-        for start in range(0, len(request.sentences), self.sentence_batch_size):
-            batch = request.sentences[start:start + self.sentence_batch_size]
-            out = self.model.decode(visual, self._text(batch))
-            for i in range(len(batch)):
-                scores = out["pred_logits"][i, 0].float().sigmoid().max(-1).values  # [Q]
-                # ReferFormer: the original's scale_factor=4 (not the input size: they differ where
-                # H or W is not a multiple of 4), then the crop; RefVOS's masks are at the input size
-                logits = out["pred_masks"][i, 0][None].float()
-                if self.model.mask_stride != 1:
-                    logits = F.interpolate(logits, scale_factor=float(self.model.mask_stride), mode="bilinear",
-                                           align_corners=False)
-                logits = logits[0]
-                masks = (logits.sigmoid() > self.threshold)[:, :h, :w]
-                masks = F.interpolate(masks[None].float(), size=request.orig_size, mode="nearest")[0] > 0.5
-                boxes = cxcywh_to_xyxy_pixels(out["pred_boxes"][i, 0].float(), request.orig_size)
-                results.append(QueryPrediction(masks.cpu(), scores.cpu(), boxes.cpu()))
-        return results
+        """Every query of ``request.frame_index`` for each sentence (``Predictor.frame_queries``)."""
+        results = self.predictor.frame_queries(request.frames, request.frame_index, request.orig_size,
+                                               list(request.sentences))
+        return [QueryPrediction(masks, scores, boxes) for masks, scores, boxes in results]
 
 
-# ------------------------------------------------------------------------------------------------
-# checkpoints
-# ------------------------------------------------------------------------------------------------
 def load_segmenter(checkpoint: str | Path, preset: str | None = None, tokenizer: str | Path | None = None,
-                   device: str | torch.device = "cpu", sentence_batch_size: int = 8,
-                   short_side: int = 360) -> ModelSegmenter:
-    """Load a checkpoint (see :func:`resolve_checkpoint`) and its tokenizer into a :class:`ModelSegmenter`.
-
-    ``tokenizer`` defaults to one saved with the checkpoint, else the model config's (``roberta-base``
-    from the offline cache).
-    """
-    from referformer.inference.api import load_model
-    from referformer.text import find_tokenizer
-
-    path = resolve_checkpoint(checkpoint)
-    model = load_model(path, preset=preset, device=device)
-    tok = find_tokenizer(tokenizer, path, model.config.text_encoder.tokenizer)
-    return ModelSegmenter(model, tok, device=device, short_side=short_side, sentence_batch_size=sentence_batch_size)
+                   device: str | torch.device = "cpu", sentence_batch_size: int = 8, window: int | None = None,
+                   **overrides: Any) -> ModelSegmenter:
+    """A :class:`ModelSegmenter` over ``Predictor.from_pretrained(checkpoint, ...)``; ``overrides``
+    change the model's inference settings (``short_side``, ``threshold``, ``query_policy``...)."""
+    predictor = Predictor.from_pretrained(checkpoint, preset, tokenizer=tokenizer, device=device,
+                                          sentence_batch_size=sentence_batch_size, **overrides)
+    return ModelSegmenter(predictor, window=window)

@@ -22,7 +22,6 @@ import torch
 
 from referformer.data.base import ExpressionVideoDataset, VideoExpression
 from referformer.errors import UserError
-from referformer.evaluation.davis import boundary_f_measure, region_similarity
 from referformer.evaluation.drivers.outputs import save_binary_png, write_zip
 from referformer.evaluation.drivers.runner import (
     RunContext,
@@ -30,7 +29,8 @@ from referformer.evaluation.drivers.runner import (
     run_units,
     staging_dir,
 )
-from referformer.evaluation.drivers.segmenters import VideoRequest, VideoSegmenter
+from referformer.evaluation.drivers.segmenters import RefusedSentence, VideoRequest, VideoSegmenter
+from referformer.evaluation.measures import boundary_f_measure, region_similarity
 from referformer.evaluation.mevis import ExpressionScore, MevisResult
 
 __all__ = ["PREDICTIONS_DIR", "evaluate_videos"]
@@ -62,11 +62,15 @@ def _process_video(dataset: ExpressionVideoDataset, segmenter: VideoSegmenter, o
         if probs is None:
             raise ValueError(f"video {video_id}: the segmenter returned fewer results than the "
                              f"{len(expressions)} sentences")
-        masks = _as_masks(probs, (len(frames), height, width), f"video {video_id} expression {e.exp_id}")
+        row: dict[str, Any] = {"video": video_id, "expression": e.exp_id}
+        if isinstance(probs, RefusedSentence):  # written as empty masks, scored, listed in the report
+            row["refused"] = probs.reason
+            masks = np.zeros((len(frames), height, width), dtype=bool)
+        else:
+            masks = _as_masks(probs, (len(frames), height, width), f"video {video_id} expression {e.exp_id}")
         (staging / e.exp_id).mkdir()
         for name, mask in zip(e.frame_names, masks):
             save_binary_png(mask, staging / e.exp_id / f"{name}.png")
-        row: dict[str, Any] = {"video": video_id, "expression": e.exp_id}
         if score:
             gt = dataset.gt_masks(e)
             row["J"] = float(region_similarity(masks, gt).mean())
@@ -129,6 +133,10 @@ def evaluate_videos(
     report["per_video"] = [{"video": r["video"], "num_frames": r["num_frames"], "num_expressions": len(r["expressions"]),
                             **_video_means(r["expressions"], score)} for r in records]
     report["per_expression"] = per_expression
+    refused = [{"video": r["video"], "expression": r["expression"], "reason": r["refused"]}
+               for r in per_expression if "refused" in r]
+    if refused:  # scored as empty masks; listed so that nobody mistakes them for model failures
+        report["refused_expressions"] = refused
     return report
 
 

@@ -25,18 +25,15 @@ def build_backbone(name: str, train_backbone: bool = True, **kwargs) -> nn.Modul
             raise UserError(f"unknown backbone {name!r}; ResNets available: {', '.join(RESNET_CHANNELS)}")
         return ResNetBackbone(name, train_backbone=train_backbone, **kwargs)
     if name.startswith("video_swin_"):
-        module_name, fn_name = "referformer.models.backbones.video_swin", "build_video_swin_backbone"
+        from referformer.models.backbones.video_swin import build_video_swin_backbone
+
+        backbone = build_video_swin_backbone(name, **kwargs)
     elif name.startswith("swin_"):
-        module_name, fn_name = "referformer.models.backbones.swin", "build_swin_backbone"
+        from referformer.models.backbones.swin import build_swin_backbone
+
+        backbone = build_swin_backbone(name, **kwargs)
     else:
         raise UserError(f"unknown backbone {name!r}; expected resnet*, swin_*_p4w7 or video_swin_*_p4w7")
-    try:
-        import importlib
-
-        builder = getattr(importlib.import_module(module_name), fn_name)
-        backbone = builder(name, **kwargs)
-    except (ImportError, AttributeError, NotImplementedError) as err:
-        raise UserError(f"backbone {name} is not yet supported in this build ({type(err).__name__}: {err})") from err
     if not train_backbone:
         backbone.requires_grad_(False)
     return backbone

@@ -6,12 +6,15 @@ of the value map (zero outside, ``grid_sample(align_corners=False)`` conventions
 no [N*M, D, Lq, L*P] intermediate, one read of each sampled value row.
 
 ``ms_deform_attn_triton_dispatch`` uses it for CUDA tensors without autograd and a power-of-two
-channels-per-head; everything else goes to the pure-PyTorch ``ms_deform_attn_gather``.
+channels-per-head; everything else goes to the fallback it is given (the pure-PyTorch
+``ms_deform_attn_gather`` of :mod:`referformer.models.deformable_attention`).
 Correctness is tested against ``ms_deform_attn_pytorch`` in Triton's interpreter
 (``TRITON_INTERPRET=1``, CPU) in ``tests/test_perf_triton.py``; its speed on GPU is unmeasured so far.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import triton
@@ -84,10 +87,10 @@ def kernel_applies(value: Tensor, sampling_locations: Tensor, attention_weights:
 
 
 def ms_deform_attn_triton_dispatch(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                                   sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
-    """The Triton kernel where ``kernel_applies``, else the pure-PyTorch gather."""
+                                   sampling_locations: Tensor, attention_weights: Tensor, *,
+                                   fallback: Callable[..., Tensor]) -> Tensor:
+    """The Triton kernel where ``kernel_applies``, else ``fallback`` (same arguments; the caller's
+    pure-PyTorch ``ms_deform_attn_gather``, passed in so that this module needs nothing of the model)."""
     if kernel_applies(value, sampling_locations, attention_weights):
         return ms_deform_attn_triton(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    from referformer.models.deformable_attention import ms_deform_attn_gather
-
-    return ms_deform_attn_gather(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    return fallback(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)

@@ -9,17 +9,18 @@ segmentation training:
 2. ``finetune_mlm(sentences, mlm_model, tokenizer, MLMConfig(...))`` runs N optimiser steps of MLM
    with ``transformers.DataCollatorForLanguageModeling`` (15% of the tokens chosen; of those 80%
    -> [MASK], 10% -> a random token, 10% unchanged);
-3. ``save_encoder_weights(mlm_model.bert, path)`` writes the encoder (``BertModel`` keys) as
-   safetensors; ``RefVOS.load_text_encoder(path)`` / ``load_encoder_weights`` read it back.
+3. ``save_encoder_weights(mlm_model.bert, path)`` (:mod:`referformer.models.bert`) writes the encoder
+   (``BertModel`` keys) as safetensors; ``RefVOS.load_text_encoder(path)`` / ``load_encoder_weights``
+   read it back.
 
 ``run_mlm_recipe`` chains the three. ``train_wordpiece_tokenizer`` builds a small BERT-style
 tokenizer from sentences, for tests and synthetic data where ``bert-base-uncased`` is not at hand.
 
-The recipe step from the command line (then ``referformer train --recipe refvos-... --text-encoder-init
-bert_mlm.safetensors`` starts RefVOS from it)::
+``run_mlm_stage`` is the step for a RefVOS preset, what ``referformer train --stage mlm`` runs (then
+``referformer train --recipe refvos-... --text-encoder-init bert_mlm.safetensors`` starts RefVOS from it)::
 
-    python -m referformer.text_mlm --root data/ref-youtube-vos --preset refvos-r101 \
-        --tokenizer bert-base-uncased --init bert-base-uncased --out bert_mlm.safetensors --steps 1000
+    referformer train --stage mlm --root data/ref-youtube-vos --preset refvos-r101 \
+        --tokenizer bert-base-uncased --init bert-base-uncased --out bert_mlm.safetensors --max-steps 1000
 """
 
 from __future__ import annotations
@@ -33,30 +34,27 @@ from typing import Any
 import torch
 from torch import nn
 
+from referformer.config import RefVOSConfig
 from referformer.errors import UserError
-from referformer.text import normalize_sentence
+from referformer.models.bert import build_bert, load_bert_weights, save_encoder_weights
+from referformer.presets import get_preset
+from referformer.text import load_tokenizer, normalize_sentence
 
 __all__ = [
     "BERT_SPECIAL_TOKENS",
-    "load_bert_weights",
-    "main",
-    "training_sentences",
     "MLMConfig",
     "finetune_mlm",
-    "load_encoder_weights",
     "mlm_batches",
     "mlm_loss",
     "mlm_model_from_encoder",
     "run_mlm_recipe",
-    "save_encoder_weights",
+    "run_mlm_stage",
     "train_wordpiece_tokenizer",
+    "training_sentences",
 ]
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 """In id order: ``[PAD]`` = 0 (BertConfig's pad_token_id), ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4."""
-
-# Keys of BertModel's pooler: absent from BertForMaskedLM.bert, so tolerated when missing/unexpected.
-_POOLER_PREFIX = "pooler."
 
 
 @dataclass
@@ -181,38 +179,6 @@ def finetune_mlm(sentences: Sequence[str], mlm_model: nn.Module, tokenizer: Any,
     return losses
 
 
-def save_encoder_weights(encoder: nn.Module, path: str | Path) -> Path:
-    """Write a ``BertModel``'s state dict (``embeddings.*``, ``encoder.*`` [, ``pooler.*``]) as safetensors."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "content": "bert-encoder"})
-    return path
-
-
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Load weights written by :func:`save_encoder_weights` into a ``BertModel``.
-
-    Only the pooler may differ (an MLM model's encoder has none; RefVOS's has one only with
-    ``sentence_embedding="pooler"``, and then keeps its own pooler when the file lacks it).
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"BERT encoder weights not found at {path}; run the MLM step first or fix the path")
-    state = load_file(str(path))
-    own = encoder.state_dict()
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(_POOLER_PREFIX)}
-    result = encoder.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(_POOLER_PREFIX)]
-    if missing or result.unexpected_keys:
-        raise UserError(f"{path} does not hold weights of this BERT: missing {missing[:5]}, "
-                        f"unexpected {result.unexpected_keys[:5]} (was it saved from a different text config?)")
-
-
 def run_mlm_recipe(sentences: Sequence[str], encoder: nn.Module, tokenizer: Any, output: str | Path,
                    config: MLMConfig | None = None, progress: bool = True) -> list[float]:
     """MLM-fine-tune ``encoder`` (a ``BertModel``, in place) on ``sentences`` and save it to ``output``
@@ -255,7 +221,7 @@ def train_wordpiece_tokenizer(sentences: Sequence[str], vocab_size: int = 200, o
     return wrapped
 
 
-# ---- the recipe step as a command ----------------------------------------------------------------
+# ---- the recipe step (`referformer train --stage mlm`) -------------------------------------------
 def training_sentences(root: str | Path, split: str = "train") -> list[str]:
     """Every referring expression of ``root/meta_expressions/<split>/meta_expressions.json`` (the
     Ref-YouTube-VOS layout, also MeViS-converted and ``referformer synth`` data), in file order."""
@@ -269,71 +235,17 @@ def training_sentences(root: str | Path, split: str = "train") -> list[str]:
     return [e["exp"] for v in videos.values() for e in v["expressions"].values()]
 
 
-def load_bert_weights(encoder: nn.Module, source: str | Path) -> None:
-    """Initialise a ``BertModel`` from a ``save_encoder_weights`` file (``.safetensors``) or a Hugging
-    Face BERT (a local folder or a name in the offline cache, e.g. ``bert-base-uncased``)."""
-    source_path = Path(source)
-    if source_path.is_file():
-        load_encoder_weights(encoder, source_path)
-        return
-    from transformers import BertModel
-
-    try:
-        pretrained = BertModel.from_pretrained(str(source), local_files_only=True,
-                                               add_pooling_layer=hasattr(encoder, "pooler") and encoder.pooler is not None)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load the BERT weights {str(source)!r} without downloading "
-                        f"({error.__class__.__name__}); give a local folder or a .safetensors file") from None
-    result = encoder.load_state_dict(pretrained.state_dict(), strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise UserError(f"{source} does not fit the model's BERT: missing {result.missing_keys[:3]}, "
-                        f"unexpected {result.unexpected_keys[:3]}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m referformer.text_mlm``: the MLM step of RefVOS (see the module docstring)."""
-    import argparse
-
-    from referformer.models.refvos import RefVOSConfig, build_bert
-    from referformer.presets import get_preset
-    from referformer.text import load_tokenizer
-
-    parser = argparse.ArgumentParser(prog="python -m referformer.text_mlm",
-                                     description="MLM fine-tuning of RefVOS's BERT on referring expressions")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--root", type=Path, help="dataset with meta_expressions/<split>/meta_expressions.json")
-    source.add_argument("--sentences", type=Path, help="text file, one sentence per line")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--preset", default="refvos-r101", help="RefVOS preset whose BERT is trained")
-    parser.add_argument("--tokenizer", required=True, help="BERT tokenizer folder or cached name")
-    parser.add_argument("--init", help="start from these BERT weights (HF folder / cached name / .safetensors)")
-    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (BertModel keys)")
-    parser.add_argument("--steps", type=int, default=MLMConfig.steps)
-    parser.add_argument("--batch-size", type=int, default=MLMConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=MLMConfig.lr)
-    parser.add_argument("--seed", type=int, default=MLMConfig.seed)
-    args = parser.parse_args(argv)
-    try:
-        if args.root is not None:
-            sentences = training_sentences(args.root, args.split)
-        else:
-            sentences = args.sentences.read_text(encoding="utf-8").splitlines()
-        model_config = get_preset(args.preset).config
-        if not isinstance(model_config, RefVOSConfig):
-            raise UserError(f"preset {args.preset!r} is not a RefVOS model (see `referformer presets`)")
-        encoder = build_bert(model_config)  # only the BERT is trained here, not the whole RefVOS
-        if args.init:
-            load_bert_weights(encoder, args.init)
-        tokenizer = load_tokenizer(args.tokenizer)
-        config = MLMConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-        losses = run_mlm_recipe(sentences, encoder, tokenizer, args.out, config)
-    except UserError as error:
-        print(f"error: {error}")
-        return 2
-    print(f"{len(sentences)} sentences, {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-          f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run_mlm_stage(sentences: Sequence[str], preset: str, tokenizer: str, output: str | Path,
+                  config: MLMConfig | None = None, init: str | None = None, progress: bool = True) -> list[float]:
+    """The MLM step of RefVOS for a preset: builds only the BERT of RefVOS preset ``preset`` (from
+    ``init`` weights when given: a Hugging Face BERT folder / cached name or a ``.safetensors``),
+    MLM-fine-tunes it on ``sentences`` with ``tokenizer`` (a BERT tokenizer folder or cached name) and
+    saves it to ``output`` (safetensors, ``BertModel`` keys; ``referformer train --text-encoder-init``).
+    Returns the per-step losses."""
+    model_config = get_preset(preset).config
+    if not isinstance(model_config, RefVOSConfig):
+        raise UserError(f"preset {preset!r} is not a RefVOS model (see `referformer presets`)")
+    encoder = build_bert(model_config)  # only the BERT is trained here, not the whole RefVOS
+    if init:
+        load_bert_weights(encoder, init)
+    return run_mlm_recipe(sentences, encoder, load_tokenizer(tokenizer), output, config, progress=progress)

@@ -1,11 +1,12 @@
 """Score a model on a synthetic split with fixed-size windows (self-contained, no evaluation driver).
 
-Used to measure the bundled ``synthetic-tiny`` model (``python -m referformer.synthetic.train_tiny
---evaluate``) and by ``referformer demo``. Each video is cut into consecutive windows of ``window``
-frames; every window goes through the model at once (``referformer.inference.api.segment_video``:
-one query per sentence and window, chosen by the mean score over the window's frames) at the
-frames' native size. ``window=1`` shows the model each frame alone (no motion visible),
-``window=5`` the clips it was trained on. J and F are the DAVIS measures
+Used to measure the bundled ``synthetic-tiny`` model (``python recipes/synthetic_tiny.py --steps
+evaluate``), and ``jf_scores`` by ``referformer demo``. Each video is cut into consecutive windows
+of ``window`` frames; every window goes through the one inference engine (``Predictor`` with the
+per-window query policy: one query per sentence and window, chosen by the mean score over the
+window's frames) at the frames' native size, as ``referformer evaluate --dataset synthetic`` runs
+the bundled model (the two give the same numbers). ``window=1`` shows the model each frame alone
+(no motion visible), ``window=5`` the clips it was trained on. J and F are the DAVIS measures
 (:mod:`referformer.evaluation.davis`), averaged over all frames of the expression (frames where
 the referent is absent count, as in Ref-YouTube-VOS); J&F = (J + F) / 2.
 """
@@ -22,6 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
+
+from referformer.evaluation.drivers.kinds import group_scores
+from referformer.evaluation.measures import boundary_f_measure, region_similarity
+from referformer.inference.postprocess import select_query, upsample_mask_logits
+from referformer.inference.predictor import Predictor
+from referformer.inference.preprocess import preprocess_frames
+from referformer.text import tokenize
 
 __all__ = ["ExpressionScore", "ideal_stride_masks", "jf_scores", "mask_stride_cap", "query_jf_split", "score_split",
            "segment_windows", "summarize"]
@@ -42,23 +51,18 @@ class ExpressionScore:
 
 def jf_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """Mean DAVIS J and F over frames of bool masks ``[T, H, W]`` (pixels of the original frames)."""
-    from referformer.evaluation.davis import boundary_f_measure, region_similarity
-
     return float(np.mean(region_similarity(pred, gt))), float(np.mean(boundary_f_measure(pred, gt)))
 
 
 @torch.inference_mode()
 def segment_windows(model: nn.Module, tokenizer: Any, frames: Sequence[Image.Image], sentences: Sequence[str],
                     window: int, short_side: int = 96) -> np.ndarray:
-    """Masks of every sentence: bool ``[S, T, H, W]``; windows of ``window`` frames segmented separately."""
-    from referformer.inference.api import segment_video
-
-    parts = []
-    for start in range(0, len(frames), window):
-        results = segment_video(model, list(frames[start:start + window]), list(sentences), tokenizer=tokenizer,
-                                short_side=short_side, sentence_batch_size=16)
-        parts.append(np.stack([r.masks.numpy() for r in results]))
-    return np.concatenate(parts, axis=1)
+    """Masks of every sentence: bool ``[S, T, H, W]``; windows of ``window`` frames segmented separately
+    (a query chosen per window)."""
+    predictor = Predictor(model, tokenizer, device=next(model.parameters()).device, sentence_batch_size=16,
+                          short_side=short_side, window=window, query_policy="per_window")
+    results = predictor.predict(list(frames), list(sentences), window=window)
+    return np.stack([r.masks.numpy() for r in results])
 
 
 def _split_meta(root: Path, split: str) -> dict[str, Any]:
@@ -82,8 +86,6 @@ def _split_videos(root: Path, split: str, meta: dict[str, Any],
 def score_split(model: nn.Module, tokenizer: Any, root: str | Path, split: str = "test", window: int = 5,
                 max_videos: int | None = None, progress: bool = True) -> list[ExpressionScore]:
     """J and F of every expression of ``root/<split>`` (a ``referformer synth`` dataset)."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     meta = _split_meta(root, split)
     videos = sorted(meta)[:max_videos]
@@ -102,21 +104,17 @@ def score_split(model: nn.Module, tokenizer: Any, root: str | Path, split: str =
 
 def summarize(scores: Sequence[ExpressionScore], kinds_file: str | Path | None = None) -> dict[str, dict[str, float]]:
     """``{group: {"J", "F", "J&F", "count"}}`` for ``all`` and, with the kinds labels, every group of
-    :func:`referformer.synthetic.expression_groups` (``trivial``, ``non_trivial``, kinds, ``only_<kind>``)."""
+    :func:`referformer.synthetic.expression_groups` (``trivial``, ``non_trivial``, kinds, ``only_<kind>``),
+    computed as ``referformer evaluate`` does (:func:`referformer.evaluation.drivers.kinds.group_scores`)."""
     by_key = {(s.video, s.exp_id): s for s in scores}
-    groups: dict[str, list[tuple[str, str]]] = {"all": list(by_key)}
+    j = float(np.mean([s.j for s in by_key.values()]))
+    f = float(np.mean([s.f for s in by_key.values()]))
+    out = {"all": {"J": j, "F": f, "J&F": (j + f) / 2, "count": len(by_key)}}
     if kinds_file is not None:
-        from referformer.synthetic.kinds import expression_groups, read_expression_kinds
-
-        for name, keys in expression_groups(read_expression_kinds(kinds_file)).items():
-            keys = [k for k in keys if k in by_key]
-            if keys:
-                groups[name] = keys
-    out = {}
-    for name, keys in groups.items():
-        j = float(np.mean([by_key[k].j for k in keys]))
-        f = float(np.mean([by_key[k].f for k in keys]))
-        out[name] = {"J": j, "F": f, "J&F": (j + f) / 2, "count": len(keys)}
+        rows = [{"video": s.video, "expression": s.exp_id, "J": s.j, "F": s.f} for s in by_key.values()]
+        for name, group in group_scores(rows, Path(kinds_file))["groups"].items():
+            if name != "all":
+                out[name] = {"J": group["J"], "F": group["F"], "J&F": group["J&F"], "count": group["count"]}
     return out
 
 
@@ -130,10 +128,6 @@ def query_jf_split(model: nn.Module, tokenizer: Any, root: str | Path, split: st
     oracle choice): it measures how well the model segments the objects, apart from choosing the
     referred one (the grounding).
     """
-    from referformer.inference.postprocess import select_query
-    from referformer.inference.preprocess import preprocess_frames
-    from referformer.text import tokenize
-
     root = Path(root)
     meta = _split_meta(root, split)
     selected, best = [], []
@@ -168,8 +162,6 @@ def ideal_stride_masks(gt: np.ndarray, stride: int = 4) -> np.ndarray:
     exceeds one half (a sharper logit map could gain a little at corners; logits of the coverage
     give about the same J&F on the synthetic test split: 0.904). ``H`` and ``W`` must be multiples of ``stride``.
     """
-    from referformer.inference.postprocess import upsample_mask_logits
-
     height, width = gt.shape[-2:]
     if height % stride or width % stride:
         raise ValueError(f"mask size {height}x{width} is not a multiple of the stride {stride}")

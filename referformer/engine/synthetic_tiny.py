@@ -1,4 +1,5 @@
-"""The bundled ``synthetic-tiny`` model: its architecture, data settings and where it lives.
+"""The recipe of the bundled ``synthetic-tiny`` model: its architecture, data and inference settings,
+its dataset wrapper and text-encoder initialisation, and where its weights live.
 
 ``synthetic-tiny`` is a small ReferFormer (ResNet-18 from random init, hidden 64, 2 encoder + 3
 decoder layers, FFN 128, a 2-layer RoBERTa of width 64 on the synthetic tokenizer) trained from
@@ -7,7 +8,7 @@ scratch on the synthetic benchmark (:mod:`referformer.synthetic`) by an alignmen
 :mod:`referformer.engine.recipes`. The trained weights ship with the package in
 ``referformer/assets/synthetic-tiny/`` (``config.json`` + half-precision ``model.safetensors`` +
 ``tokenizer/``), so ``referformer demo`` and ``--checkpoint synthetic-tiny`` work offline.
-Reproduce them with ``python -m referformer.synthetic.train_tiny`` (see docs/synthetic.md).
+Reproduce them with ``python recipes/synthetic_tiny.py --work DIR`` (see docs/synthetic.md).
 It does **not** reach the issue's J&F targets (test J&F 0.317): see docs/synthetic.md, "Results".
 """
 
@@ -16,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from referformer.checkpoint import registry
+from referformer.checkpoint.settings import InferenceSettings
 from referformer.config import ModelConfig, TextEncoderConfig
-from referformer.errors import UserError
 
 __all__ = [
     "ALIGN_CLIPS",
@@ -26,6 +28,7 @@ __all__ = [
     "BUNDLED_NAME",
     "DATA_SEED",
     "EVAL_SHORT_SIDE",
+    "INFERENCE_SETTINGS",
     "SAMPLES_PER_EPOCH",
     "SPLIT_VIDEOS",
     "TEXT_INIT_STD",
@@ -45,16 +48,15 @@ SPLIT_VIDEOS = {"train": 500, "valid": 100, "test": 100}
 EVAL_SHORT_SIDE = 96
 
 
-def bundled_model_dir(check: bool = True) -> Path:
-    """``referformer/assets/synthetic-tiny`` (``config.json``, ``model.safetensors``, ``tokenizer/``)."""
-    from referformer import checkpoint
+# How synthetic-tiny is run (stored in its config.json): the native frame size, the 5-frame clips it
+# was trained on, a query chosen per window (it was measured so, docs/synthetic.md), its own tokenizer.
+INFERENCE_SETTINGS = InferenceSettings(short_side=EVAL_SHORT_SIDE, window=5, query_policy="per_window",
+                                       tokenizer="tokenizer")
 
-    # the one registry of bundled models (checkpoint.BUNDLED_MODELS) says where it lives
-    path = Path(checkpoint.__file__).resolve().parent / checkpoint.BUNDLED_MODELS[BUNDLED_NAME]
-    if check and not (path / "model.safetensors").is_file():
-        raise UserError(f"the bundled model {BUNDLED_NAME!r} is missing from this installation ({path}); "
-                        "reinstall referformer, or train it with `python -m referformer.synthetic.train_tiny`")
-    return path
+
+def bundled_model_dir() -> Path:
+    """``referformer/assets/synthetic-tiny`` (``config.json``, ``model.safetensors``, ``tokenizer/``)."""
+    return registry.bundled_model_dir(BUNDLED_NAME)
 
 
 def synthetic_tiny_config(vocab_size: int | None = None) -> ModelConfig:
@@ -94,7 +96,7 @@ def synthetic_train_transforms(flip: bool = True):
 # training expressions (with replacement), so the per-epoch lr schedule has a useful granularity.
 SAMPLES_PER_EPOCH = 880
 
-# The alignment stage before the recipe (referformer.engine.align_pretrain, run by train_tiny):
+# The alignment stage before the recipe (referformer.engine.align_pretrain, run by recipes/synthetic_tiny.py):
 # steps of ALIGN_CLIPS clips of ALIGN_FRAMES frames, each with the recipe's sentences per clip.
 ALIGN_STEPS = 1000
 ALIGN_CLIPS = 4
@@ -104,7 +106,7 @@ ALIGN_FRAMES = 5
 class ResampledDataset:
     """``num_samples`` items, item ``i`` = ``dataset[j]`` for a ``j`` drawn from numpy's global RNG.
 
-    Under :class:`referformer.engine.seeding.SeededDataset` (the trainer wraps every dataset) the RNG
+    Under :class:`referformer.data.seeding.SeededDataset` (the trainer wraps every dataset) the RNG
     is seeded from ``(seed, epoch, i)``, so each epoch draws a different, reproducible subset and a
     resumed run sees the same clips.
     """

@@ -1,7 +1,8 @@
 """Run our model on a reference fixture of the original code and write our outputs.
 
-    python -m referformer.tools.fixture FIXTURE.pt --keys KEYS.tsv --out OURS.pt [--detweights PATH]
-        [--compare] [--intermediates]
+    python tools/fixture.py FIXTURE.pt --keys KEYS.tsv --out OURS.pt [--detweights PATH] [--compare]
+
+A developer utility beside the package (not installed with it).
 
 Builds the fixture's weights with ``detweights.py`` (its spec = ``--keys``, its seed = the fixture's
 ``weights.seed``), checks the fingerprint, saves them as an official-style checkpoint and loads that

@@ -1,17 +1,19 @@
 """Reproduce the bundled ``synthetic-tiny`` model: data, alignment stage, training, export, evaluation.
 
-    python -m referformer.synthetic.train_tiny --work /tmp/synth                  # everything
-    python -m referformer.synthetic.train_tiny --work /tmp/synth --steps data     # one step
-    python -m referformer.synthetic.train_tiny --work /tmp/synth --steps evaluate --model synthetic-tiny
+A script beside the package (not part of the installed library), run from the repository root::
 
-Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referformer.synthetic.model`),
-``align`` (the sentence-object alignment stage, :mod:`referformer.engine.align_pretrain`:
-``WORK/align.pth``), ``train`` (from ``WORK/align.pth``: ``torchrun --nproc_per_node 2 -m referformer
-train --recipe synthetic-tiny``, two CPU processes of one thread each), ``export`` (the last
-checkpoint -> a half-precision ``save_pretrained`` folder with the tokenizer, ``WORK/model``),
-``evaluate`` (J&F on the test split, overall / per kind / trivial vs non-trivial, with windows of 5
-frames and of 1 frame, and the J&F of perfect stride-4 masks as the ceiling;
-``WORK/scores_<split>_w5_w1.json``).
+    python recipes/synthetic_tiny.py --work /tmp/synth                  # everything
+    python recipes/synthetic_tiny.py --work /tmp/synth --steps data     # one step
+    python recipes/synthetic_tiny.py --work /tmp/synth --steps evaluate --model synthetic-tiny
+
+Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referformer.engine.synthetic_tiny`),
+``align`` (the sentence-object alignment stage, :func:`referformer.engine.align_pretrain.pretrain_alignment`,
+what ``referformer train --stage align`` runs: ``WORK/align.pth``), ``train`` (from ``WORK/align.pth``:
+``torchrun --nproc_per_node 2 -m referformer train --recipe synthetic-tiny``, two CPU processes of one
+thread each), ``export`` (the last checkpoint -> a half-precision ``save_pretrained`` folder with the
+tokenizer, ``WORK/model``), ``evaluate`` (J&F on the test split, overall / per kind / trivial vs
+non-trivial, with windows of 5 frames and of 1 frame, and the J&F of perfect stride-4 masks as the
+ceiling; ``WORK/scores_<split>_w5_w1.json``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from referformer.checkpoint import safe_torch_load
-from referformer.synthetic.model import DATA_SEED, SPLIT_VIDEOS
+from referformer.engine.synthetic_tiny import DATA_SEED, SPLIT_VIDEOS
 
 STEPS = ("data", "align", "train", "export", "evaluate")
 
@@ -46,14 +48,14 @@ def make_data(work: Path) -> Path:
 
 
 def align(work: Path, threads: int = 2) -> Path:
-    """The alignment stage (:mod:`referformer.engine.align_pretrain`) of the recipe -> ``work/align.pth``
+    """The alignment stage (``referformer train --stage align``) of the recipe -> ``work/align.pth``
     (skipped when present): ``ALIGN_STEPS`` steps of ``ALIGN_CLIPS`` clips x the recipe's
     sentences per clip (clips of ``ALIGN_FRAMES`` frames), in this process with ``threads`` threads."""
     import torch
 
     from referformer.engine.align_pretrain import pretrain_alignment
     from referformer.engine.recipes import get_recipe
-    from referformer.synthetic.model import ALIGN_CLIPS, ALIGN_FRAMES, ALIGN_STEPS
+    from referformer.engine.synthetic_tiny import ALIGN_CLIPS, ALIGN_FRAMES, ALIGN_STEPS
 
     out = work / "align.pth"
     if out.is_file():
@@ -89,10 +91,11 @@ def train(work: Path, processes: int = 2, extra: list[str] | None = None) -> Pat
 def export(checkpoint: str | Path, out: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Half-precision ``save_pretrained`` folder (``config.json``, ``model.safetensors``) + ``tokenizer/``."""
     from referformer.checkpoint import export_training_checkpoint
-    from referformer.synthetic.model import synthetic_tiny_config
+    from referformer.engine.synthetic_tiny import INFERENCE_SETTINGS, synthetic_tiny_config
     from referformer.synthetic.tokenizer import build_synthetic_tokenizer
 
-    out = export_training_checkpoint(checkpoint, synthetic_tiny_config(), out, metadata=metadata, half=True)
+    out = export_training_checkpoint(checkpoint, synthetic_tiny_config(), out, metadata=metadata, half=True,
+                                     inference=INFERENCE_SETTINGS)
     build_synthetic_tokenizer(out / "tokenizer")
     for path in out.rglob("*"):
         if path.is_file():
@@ -104,15 +107,13 @@ def evaluate(model_name_or_dir: str | Path, data: Path, split: str = "test", win
              max_videos: int | None = None) -> dict[str, Any]:
     """Scores of a ``save_pretrained`` folder (or ``synthetic-tiny``) on ``data/<split>`` per window
     (``window_<w>``), and under ``stride_4_cap`` the J&F of perfect stride-4 masks (the ceiling of
-    ReferFormer's mask stride, :func:`referformer.synthetic.scoring.mask_stride_cap`)."""
-    from referformer.checkpoint import from_pretrained
-    from referformer.synthetic.model import BUNDLED_NAME, bundled_model_dir
-    from referformer.synthetic.scoring import mask_stride_cap, score_split, summarize
+    ReferFormer's mask stride, :func:`referformer.evaluation.synthetic.mask_stride_cap`)."""
+    from referformer.checkpoint import load_model
+    from referformer.evaluation.synthetic import mask_stride_cap, score_split, summarize
     from referformer.text import load_tokenizer
 
-    folder = bundled_model_dir() if str(model_name_or_dir) == BUNDLED_NAME else Path(model_name_or_dir)
-    model = from_pretrained(folder).float().eval()
-    tokenizer = load_tokenizer(folder / "tokenizer")
+    model = load_model(model_name_or_dir).float()
+    tokenizer = load_tokenizer(model.checkpoint_path / "tokenizer")
     kinds = data / "meta_expressions" / split / "expression_kinds.json"
     report: dict[str, Any] = {"model": str(model_name_or_dir), "split": split}
     for window in windows:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = safe_torch_load(checkpoint).get("progress", {})
         metadata = {"name": "synthetic-tiny", "recipe": "synthetic-tiny", "data_seed": DATA_SEED,
                     "split_videos": SPLIT_VIDEOS, "optimizer_steps": progress.get("global_step"),
-                    "reproduce": "python -m referformer.synthetic.train_tiny --work DIR"}
+                    "reproduce": "python recipes/synthetic_tiny.py --work DIR"}
         print(f"model: {export(checkpoint, work / 'model', metadata)}")
     if "evaluate" in args.steps:
         if not (work / "data" / "meta_expressions" / args.split / "meta_expressions.json").is_file():

@@ -1,14 +1,19 @@
-"""A tiny stand-in model and synthetic referring clips for exercising the training machinery.
+"""A tiny stand-in model and synthetic referring clips for exercising the training machinery (tests only).
 
 Not ReferFormer: the model only has the same output contract (``pred_logits``, ``pred_boxes``,
 ``pred_masks`` at stride 4, ``aux_outputs``) and parameter names that exercise the optimizer
-groups (``backbone.0``, ``text_encoder``, ``sampling_offsets``). Used by the tests and by
-``referformer train --recipe toy`` to check devices, ``torchrun`` and resume without data.
+groups (``backbone.0``, ``text_encoder``, ``sampling_offsets``). ``toy_recipe()`` is its training
+config, ``toy_trainer()`` a :class:`~referformer.engine.trainer.Trainer` on it. Run as a script it
+trains the stand-in, for the ``torchrun`` tests (devices, processes, resume without data)::
+
+    torchrun --standalone --nproc_per_node 2 tests/toy.py --out RUN --batch-size 1 --max-steps 3
 """
 
 from __future__ import annotations
 
+import argparse
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-__all__ = ["ToyClips", "ToyReferModel", "toy_collate"]
+from referformer.engine.optim import OptimizerConfig
+from referformer.engine.recipes import TrainConfig
+from referformer.engine.trainer import Trainer
+
+__all__ = ["ToyClips", "ToyReferModel", "toy_collate", "toy_recipe", "toy_trainer"]
 
 
 class ToyClips(Dataset):
@@ -120,3 +129,49 @@ class ToyReferModel(nn.Module):
         outputs = dict(layer_outputs[-1])
         outputs["aux_outputs"] = layer_outputs[:-1]
         return outputs
+
+
+def toy_recipe(**changes: Any) -> TrainConfig:
+    """The stand-in's training config (2 epochs of 8 clips of 2 frames, batch 2; ``changes`` as in
+    :meth:`TrainConfig.replace`)."""
+    config = TrainConfig(
+        name="toy",
+        description="Tiny stand-in model on synthetic clips: checks the training machinery (devices, torchrun)",
+        dataset="toy",
+        epochs=2,
+        optimizer=OptimizerConfig(lr_drop=(1,)),
+        num_frames=2,
+        batch_size=2,
+        num_workers=0,
+        num_decoder_layers=2,
+        freeze_text_encoder=True,
+    )
+    return config.replace(**changes)
+
+
+def toy_trainer(config: TrainConfig, out_dir: str | Path, **kwargs: Any) -> Trainer:
+    """A Trainer of :class:`ToyReferModel` on 8 :class:`ToyClips` (``kwargs`` go to the Trainer)."""
+    return Trainer(
+        config,
+        lambda: ToyReferModel(num_layers=config.num_decoder_layers),
+        ToyClips(num_clips=8, num_frames=config.num_frames),
+        out_dir,
+        toy_collate,
+        **{"show_progress": False, **kwargs},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the stand-in on CPU in fp32 (one process, or one per ``torchrun`` worker)."""
+    parser = argparse.ArgumentParser(description="train the toy stand-in (tests/toy.py)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--batch-size", type=int, default=2, help="clips per process")
+    parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all epochs)")
+    args = parser.parse_args(argv)
+    config = toy_recipe(device="cpu", precision="fp32", batch_size=args.batch_size, max_steps=args.max_steps)
+    toy_trainer(config, args.out).fit()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Checkpoints: the official ``.pth`` key layout (mapped here, once) and our own format.
+"""The official checkpoints: their ``.pth`` key layout, mapped here once, and how they are read.
 
 Official checkpoints are ``{"model": state_dict, ...}`` saved by the original code. Our modules
 carry the original names, so the only key mapping is ``backbone.0.body.`` <-> ``backbone.body.``
@@ -14,21 +14,15 @@ Loading an official state dict (``load_official_state_dict``):
 * Swin ``relative_position_index`` constants are optional; when present they must equal the module's;
 * tied keys (``class_embed.*``/``bbox_embed.*`` in default, ``bbox_embed.*`` <->
   ``transformer.decoder.bbox_embed.*`` in release) must all be present and hold equal values.
-
-Our format (``save_pretrained``/``from_pretrained``): ``config.json`` (the model config plus a
-little metadata) and ``model.safetensors`` (shared tensors stored once). The config's ``model_type``
-(absent = ``referformer``; ``refvos`` for :mod:`referformer.models.refvos`) says which model class the
-folder builds: :data:`MODEL_TYPES` is the one registry of model classes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -40,9 +34,6 @@ OFFICIAL_BACKBONE_PREFIX = "backbone.0.body."
 OUR_BACKBONE_PREFIX = "backbone.body."
 # Buffers the official checkpoints may contain that carry no information for us.
 IGNORED_OFFICIAL_KEYS = ("text_encoder.embeddings.position_ids", "text_encoder.embeddings.token_type_ids")
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 
 
 def official_to_ours(key: str) -> str:
@@ -64,44 +55,23 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return {ours_to_official(k): v for k, v in model.state_dict().items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# reading official files
-# ---------------------------------------------------------------------------------------------
-# Names of models shipped with the package -> path relative to the package folder. The bundling
-# step (synthetic-tiny) registers its weights here; every place that accepts a checkpoint goes
-# through resolve_checkpoint, so a name listed here works everywhere.
-BUNDLED_MODELS: dict[str, str] = {
-    "synthetic-tiny": "assets/synthetic-tiny",  # referformer.synthetic.model (trained on the synthetic benchmark)
-}
-
-
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """The path of a checkpoint given by path or by the name of a bundled model.
-
-    Accepts a converted model folder (``config.json`` + ``model.safetensors``), an official ``.pth``
-    file, or a name of :data:`BUNDLED_MODELS`. Raises ``UserError`` when nothing is found.
-    """
-    name = str(name_or_path)
-    if name in BUNDLED_MODELS:
-        path = Path(__file__).resolve().parent / BUNDLED_MODELS[name]
-        if not (path / "model.safetensors").is_file():
-            raise UserError(f"bundled model {name!r} is missing from this installation ({path}); reinstall referformer")
-        return path
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    known = f" or a bundled model ({', '.join(sorted(BUNDLED_MODELS))})" if BUNDLED_MODELS else ""
-    raise UserError(f"checkpoint not found: {name}; pass a converted model folder, an official .pth file{known}")
-
 
 def _unpickling_reason(err: Exception) -> str:
     """The informative line of torch's weights-only error (the global it refused)."""
-    lines = [line.strip() for line in str(err).splitlines()]
-    return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line),
+                lines[-1] if lines else "")
+
+
+def _refused_by_weights_only(err: Exception) -> bool:
+    """True when ``torch.load(weights_only=True)`` refused Python objects (a global it does not allow,
+    a call it does not make), not garbage bytes (``Unsupported operand``, ``invalid load key``)."""
+    text = str(err)
+    return "GLOBAL" in text or "Unsupported global" in text or "call reduce" in text or "Unsupported class" in text
 
 
 def safe_torch_load(path: Path, unsafe_load: bool = False,
-                    unsafe_hint: str = "if you trust the file, pass --unsafe-load (unsafe_load=True)") -> Any:
+                    unsafe_hint: str = "if you trust the file, pass --unsafe-load (unsafe_load=True in Python)") -> Any:
     """``torch.load`` on the CPU with ``weights_only=True`` (``argparse.Namespace``, the official
     checkpoints' ``args``, allow-listed; zip files memory-mapped). A file holding other Python objects
     or no checkpoint at all is reported as a one-line ``UserError``; ``unsafe_hint`` says what to do
@@ -115,12 +85,13 @@ def safe_torch_load(path: Path, unsafe_load: bool = False,
                     raise
                 return torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):  # not a pickle of Python objects at all: garbage bytes
-            raise UserError(f"{path} is not a readable PyTorch checkpoint; is the download complete?") from err
-        raise UserError(f"{path} contains Python objects that cannot be loaded safely "
-                        f"({_unpickling_reason(err)}); {unsafe_hint}") from err
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        detail = f" ({str(err).splitlines()[0]})" if isinstance(err, RuntimeError) and str(err) else ""
+        if _refused_by_weights_only(err):
+            raise UserError(f"{path} contains Python objects that cannot be loaded safely "
+                            f"({_unpickling_reason(err)}); {unsafe_hint}") from err
+        raise UserError(f"{path} is not a readable PyTorch checkpoint; is the download complete?") from err
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        detail = f" ({first.split('. ')[0]})" if isinstance(err, RuntimeError) and first else ""
         raise UserError(f"{path} is not a readable PyTorch checkpoint{detail}; is the download complete?") from err
 
 
@@ -167,6 +138,17 @@ def infer_architecture(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
         size = {96: "t" if depth3 <= 6 else "s", 128: "b", 192: "l"}.get(dim, "?")
         info["backbone"] = f"{'video_swin' if video else 'swin'}_{size}_p4w7"
     return info
+
+
+def guess_preset(state_dict: Mapping[str, Tensor], source: str | Path) -> str:
+    """The preset of an official-layout state dict, from its keys: ``<backbone>-release`` (box
+    refinement, the published checkpoints) or ``<backbone>-default``. ``UserError`` (naming
+    ``source``) when the keys do not tell."""
+    info = infer_architecture(state_dict)
+    if info["backbone"] is None or info["with_box_refine"] is None:
+        raise UserError(f"cannot infer the architecture of {source}; pass --preset NAME (preset=NAME in Python; "
+                        "see `referformer presets`)")
+    return f"{info['backbone']}-{'release' if info['with_box_refine'] else 'default'}"
 
 
 def _mismatch_hints(config: ModelConfig, found: dict[str, Any]) -> list[str]:
@@ -257,126 +239,3 @@ def save_official_checkpoint(model: nn.Module, path: str | Path) -> None:
     torch.save({"model": to_official_state_dict(model)}, path)
 
 
-# ---------------------------------------------------------------------------------------------
-# our format
-# ---------------------------------------------------------------------------------------------
-def _build_referformer(config: Any, init_weights: bool) -> nn.Module:
-    from referformer.models import build_model
-
-    return build_model(config, init_weights=init_weights)
-
-
-def _build_refvos(config: Any, init_weights: bool) -> nn.Module:
-    from referformer.models.refvos import build_refvos
-
-    return build_refvos(config)  # torchvision / transformers initialise; nothing to skip
-
-
-def _referformer_config(data: dict[str, Any]) -> Any:
-    return ModelConfig.from_dict(data)
-
-
-def _refvos_config(data: dict[str, Any]) -> Any:
-    from referformer.models.refvos import RefVOSConfig
-
-    return RefVOSConfig.from_dict(data)
-
-
-# model_type of a config.json -> (config from its dict, model from a config). ReferFormer configs
-# carry no model_type (older folders neither), so a missing one means referformer.
-MODEL_TYPES: dict[str, tuple[Any, Any]] = {
-    "referformer": (_referformer_config, _build_referformer),
-    "refvos": (_refvos_config, _build_refvos),
-}
-
-
-def model_type_of(config: Any) -> str:
-    """``"referformer"`` or ``"refvos"`` (the ``model_type`` of a config object)."""
-    return getattr(config, "model_type", "referformer")
-
-
-def config_from_dict(data: dict[str, Any]) -> Any:
-    """The model config written in a ``config.json``'s ``model`` entry, of its ``model_type``."""
-    model_type = data.get("model_type", "referformer")
-    if model_type not in MODEL_TYPES:
-        raise UserError(f"unknown model_type {model_type!r} in the model config; this build knows "
-                        f"{', '.join(MODEL_TYPES)} (upgrade referformer?)")
-    data = {k: v for k, v in data.items() if k != "model_type"} if model_type == "referformer" else data
-    return MODEL_TYPES[model_type][0](data)
-
-
-def build_from_config(config: Any, init_weights: bool = True) -> nn.Module:
-    """The model of ``config`` (a ``ModelConfig`` or a ``RefVOSConfig``) with random weights;
-    ``init_weights=False`` skips ReferFormer's initialisation when weights are loaded next."""
-    return MODEL_TYPES[model_type_of(config)][1](config, init_weights)
-
-
-def check_all_keys_loaded(missing: Sequence[str], unexpected: Sequence[str], mismatch: str) -> None:
-    """Raise ``CheckpointMismatchError("<mismatch>: missing ..., unexpected ...")`` (first 3 keys of each)
-    unless a non-strict load found every key of the model and nothing else."""
-    if missing or unexpected:
-        raise CheckpointMismatchError(f"{mismatch}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
-
-
-def save_pretrained(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created); returns the directory."""
-    from safetensors.torch import save_model
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config: ModelConfig = model.config
-    payload = {"format_version": FORMAT_VERSION, "model": config.to_dict(), "metadata": metadata or {}}
-    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_model(model, str(directory / WEIGHTS_FILE))
-    return directory
-
-
-def read_pretrained_config(directory: str | Path) -> tuple[Any, dict[str, Any]]:
-    """(config, metadata) of a ``save_pretrained`` directory; the config is a ``ModelConfig`` or, for
-    ``model_type`` ``refvos``, a ``RefVOSConfig``."""
-    directory = Path(directory)
-    cfg_path = directory / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise UserError(f"{directory} is not a converted model directory (no {CONFIG_FILE}); "
-                        "create one with `referformer convert OFFICIAL.pth --preset NAME --out DIR`")
-    payload = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{cfg_path}: unsupported format_version {payload.get('format_version')!r} "
-                        f"(this build reads {FORMAT_VERSION})")
-    return config_from_dict(payload["model"]), payload.get("metadata", {})
-
-
-def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model described by ``directory/config.json`` (ReferFormer or RefVOS, by its
-    ``model_type``) and load ``model.safetensors`` (eval mode)."""
-    from safetensors.torch import load_model
-
-    directory = Path(directory)
-    config, _ = read_pretrained_config(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise UserError(f"{weights} not found; the converted model directory is incomplete")
-    model = build_from_config(config, init_weights=False)
-    check_all_keys_loaded(*load_model(model, str(weights), strict=False), f"{weights} does not match {CONFIG_FILE}")
-    return model.to(device).eval()
-
-
-def export_training_checkpoint(checkpoint: str | Path, config: Any, directory: str | Path,
-                               tokenizer_dir: str | Path | None = None, metadata: dict[str, Any] | None = None,
-                               half: bool = False) -> Path:
-    """A training checkpoint (``Trainer``'s ``last.pth``: ``{"model": state_dict, ...}``) of a model of
-    ``config`` -> a ``save_pretrained`` folder (fp16 weights with ``half``), with a copy of
-    ``tokenizer_dir`` as ``tokenizer/`` when given. Returns the folder."""
-    import shutil
-
-    state = safe_torch_load(Path(checkpoint))
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    model = build_from_config(config, init_weights=False)
-    check_all_keys_loaded(*model.load_state_dict(dict(state), strict=False),
-                          f"{checkpoint} does not hold a model of the given config")
-    model = model.eval()
-    directory = save_pretrained(model.half() if half else model, directory, metadata=metadata)
-    if tokenizer_dir is not None:
-        shutil.copytree(tokenizer_dir, Path(directory) / "tokenizer", dirs_exist_ok=True)
-    return Path(directory)

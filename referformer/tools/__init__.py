@@ -1,1 +1,0 @@
-"""referformer.tools."""
