@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from referformer import __version__
@@ -19,6 +20,7 @@ from referformer.errors import UserError
 COMMANDS = (
     "demo",
     "segment",
+    "propagate",
     "serve",
     "evaluate",
     "train",
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Referring video object segmentation with ReferFormer.",
     )
     parser.add_argument("--version", action="version", version=f"referformer {__version__}")
+    parser.add_argument("--offline", dest="offline_everywhere", action="store_true",
+                        help="never use the network: no weights or tokenizer download (as REFERFORMER_OFFLINE=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"referformer.commands.{name}").add_parser(subparsers)
@@ -49,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.offline_everywhere:
+        os.environ["REFERFORMER_OFFLINE"] = "1"  # read by the downloaders (referformer.text.offline_mode)
     try:
         return int(args.run(args) or 0)
     except UserError as err:

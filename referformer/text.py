@@ -48,8 +48,9 @@ def fetch_tokenizer(name: str) -> Path:
     try:
         return Path(snapshot_download(repo_id=name, allow_patterns=TOKENIZER_HUB_FILES, local_files_only=offline))
     except (OSError, ValueError) as err:  # huggingface_hub's errors derive from these
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         why = ("downloads are off (REFERFORMER_OFFLINE / HF_HUB_OFFLINE)" if offline else
-               f"fetching it from the Hugging Face Hub failed: {(str(err).strip().splitlines() or [type(err).__name__])[0]}")
+               f"fetching it from the Hugging Face Hub failed: {reason}")
         raise UserError(f"tokenizer {name!r} is not available offline and {why}; {HOW_TO_GET_TOKENIZER}") from err
 
 

@@ -52,3 +52,11 @@ def make_synthetic_root(tmp_path_factory):
         return root
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network: the package's downloads (weights by name, the Hub tokenizer)
+    stay off unless a test turns them on against its loopback mirror."""
+    monkeypatch.setenv("REFERFORMER_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

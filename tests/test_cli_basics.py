@@ -36,3 +36,13 @@ def test_presets_lists_the_bundled_models(capsys) -> None:
     assert listing["bundled"]["synthetic-tiny"]["inference"]["query_policy"] == "per_window"
     assert "ytvos-r50" in listing["presets"]
     assert build_parser().prog == "referformer"
+
+
+def test_offline_flag_turns_downloads_off(monkeypatch, capsys) -> None:
+    from referformer.text import offline_mode
+
+    for variable in ("REFERFORMER_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert not offline_mode()
+    assert main(["--offline", "presets"]) == 0
+    assert offline_mode()

@@ -83,7 +83,7 @@ def model_card(folder: str | Path, reports: Iterable[str | Path | Mapping[str, A
     model_type = getattr(config, "model_type", "referformer")
     name = repo_id or metadata.get("name") or folder.name
     where = f"hf://{repo_id}" if repo_id else str(metadata.get("name") or folder)
-    text = config.text_encoder
+    text = getattr(config, "text_encoder", None)
     lines = ["---", "library_name: referformer", "license: apache-2.0", "tags:",
              "- referring-video-object-segmentation", "- video-object-segmentation", f"- {model_type}", "---", "",
              f"# {name}", ""]
@@ -95,9 +95,12 @@ def model_card(folder: str | Path, reports: Iterable[str | Path | Mapping[str, A
     if metadata.get("description"):
         lines += [str(metadata["description"]), ""]
     lines += ["## Model", ""]
-    arch = [("model type", model_type), ("backbone", config.backbone),
-            ("text encoder", f"{text.num_hidden_layers} layers, width {text.hidden_size}, tokenizer "
-                             f"`{settings.tokenizer or text.tokenizer}`")]
+    arch: list[tuple[str, Any]] = [("model type", model_type)]
+    if hasattr(config, "backbone"):
+        arch.append(("backbone", config.backbone))
+    if text is not None:
+        arch.append(("text encoder", f"{text.num_hidden_layers} layers, width {text.hidden_size}, tokenizer "
+                                     f"`{settings.tokenizer or text.tokenizer}`"))
     arch += [(k, getattr(config, k)) for k in ("num_queries", "hidden_dim", "enc_layers", "dec_layers", "num_classes",
                                                "with_box_refine", "output_stride") if hasattr(config, k)]
     lines += _table(arch, ("field", "value")) + [""]

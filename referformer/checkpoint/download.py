@@ -79,9 +79,10 @@ def _total_size(response: Any, start: int) -> int | None:
     return start + int(length) if length and length.isdigit() else None
 
 
-def _open(url: str, have: int, validator: str | None) -> tuple[Any, int]:
-    """The response for ``url`` from byte ``have`` on, and the offset it really starts at (0 when
-    the server ignored the range or the file changed)."""
+def _open(url: str, have: int, validator: str | None) -> tuple[Any, int | None]:
+    """The response for ``url`` from byte ``have`` on, and the offset it really starts at: 0 when
+    the server ignored the range or the file changed, None (response closed) when it answered
+    another range than the one asked."""
     from referformer import __version__
 
     request = urllib.request.Request(url, headers={"User-Agent": f"referformer/{__version__}"})
@@ -90,10 +91,12 @@ def _open(url: str, have: int, validator: str | None) -> tuple[Any, int]:
         if validator:
             request.add_header("If-Range", validator)
     response = urllib.request.urlopen(request, timeout=TIMEOUT)
-    if have and response.status == 206:
+    if response.status == 206:
         match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-        if match and int(match.group(1)) == have:
+        if have and match and int(match.group(1)) == have:
             return response, have
+        response.close()
+        return response, None
     return response, 0
 
 
@@ -111,7 +114,15 @@ def http_download(url: str, dest: Path, *, desc: str, progress: bool = True, ret
     if part.exists() and state.get("url") != url:
         part.unlink()  # a partial file of another source: start again
     failures = 0
-    wait = RETRY_WAIT
+
+    def retry_or_raise(message: str, err: Exception | None) -> None:
+        """Count a failure; raise ``UserError(message)`` past ``retries``, else wait before the next try."""
+        nonlocal failures
+        failures += 1
+        if failures > retries:
+            raise UserError(message) from err
+        time.sleep(min(RETRY_WAIT * 2 ** (failures - 1), 10.0))
+
     while True:
         have = part.stat().st_size if part.exists() else 0
         try:
@@ -120,26 +131,26 @@ def http_download(url: str, dest: Path, *, desc: str, progress: bool = True, ret
             if err.code == 416 and have:  # the partial file does not fit the file any more
                 part.unlink()
                 continue
-            if err.code < 500 or failures >= retries:
-                raise UserError(f"downloading {desc} from {url} failed: HTTP {err.code} {err.reason}") from err
-            failures += 1
-            time.sleep(wait)
-            wait = min(2 * wait, 10.0)
+            message = f"downloading {desc} from {url} failed: HTTP {err.code} {err.reason}"
+            if err.code < 500:
+                raise UserError(message) from err
+            retry_or_raise(message, err)
             continue
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            failures += 1
-            if failures > retries:
-                raise UserError(f"downloading {desc} from {url} failed ({getattr(err, 'reason', err)}); "
-                                "check the network (or REFERFORMER_MIRROR) and run it again") from err
-            time.sleep(wait)
-            wait = min(2 * wait, 10.0)
+            retry_or_raise(f"downloading {desc} from {url} failed ({getattr(err, 'reason', err)}); check the "
+                           "network (or REFERFORMER_MIRROR) and run it again", err)
+            continue
+        if start is None:  # not the range asked for: start again from the first byte
+            part.unlink(missing_ok=True)
+            state = {}
+            retry_or_raise(f"downloading {desc} from {url} failed: the server sent another range than asked", None)
             continue
         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         state = {"url": url, "validator": validator}
         state_file.write_text(json.dumps(state), encoding="utf-8")
         total = _total_size(response, start)
-        bar = _progress_bar(desc, total, start, progress)
         received = start
+        bar = _progress_bar(desc, total, start, progress)
         try:
             with response, open(part, "ab" if start else "wb") as out:
                 while block := response.read(CHUNK):
@@ -149,13 +160,8 @@ def http_download(url: str, dest: Path, *, desc: str, progress: bool = True, ret
             if total is not None and received < total:
                 raise http.client.IncompleteRead(b"", total - received)
         except (OSError, http.client.HTTPException) as err:
-            failures += 1
-            if failures > retries:
-                raise UserError(f"downloading {desc} from {url} was interrupted at {received:,} of "
-                                f"{total or '?'} bytes ({type(err).__name__}); run the same command again to "
-                                f"resume ({part.name} is kept)") from err
-            time.sleep(wait)
-            wait = min(2 * wait, 10.0)
+            retry_or_raise(f"downloading {desc} from {url} was interrupted at {received:,} of {total or '?'} bytes "
+                           f"({type(err).__name__}); run the same command again to resume ({part.name} is kept)", err)
             continue
         finally:
             bar.close()
@@ -171,8 +177,12 @@ def drive_download(drive_id: str, dest: Path, *, desc: str, progress: bool = Tru
     except ImportError as err:
         raise UserError("downloading from Google Drive needs gdown (pip install gdown), or set "
                         f"{MIRROR_VARIABLE} to a mirror") from err
+    import inspect
+
+    # gdown writes <dest><random>.part and renames it when complete; resume=True picks such a file up
+    retries = {"retries": RETRIES} if "retries" in inspect.signature(gdown.download).parameters else {}  # gdown >= 6
     try:
-        gdown.download(id=drive_id, output=str(dest), quiet=not progress, resume=True, retries=RETRIES)
+        gdown.download(id=drive_id, output=str(dest), quiet=not progress, resume=True, **retries)
     except Exception as err:  # gdown and requests raise many kinds; each becomes one line
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"downloading {desc} from Google Drive (file id {drive_id}) failed: {reason}; run it again "

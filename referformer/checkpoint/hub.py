@@ -47,10 +47,13 @@ def resolve_hub_uri(uri: str) -> Path:
     """The local folder of the Hub model ``uri`` (downloaded into the Hugging Face cache when missing)."""
     from huggingface_hub import snapshot_download
 
+    from referformer import __version__
+
     repo_id, revision = parse_hub_uri(uri)
     offline = offline_mode()
     try:
-        folder = Path(snapshot_download(repo_id=repo_id, revision=revision, local_files_only=offline))
+        folder = Path(snapshot_download(repo_id=repo_id, revision=revision, local_files_only=offline,
+                                        library_name="referformer", library_version=__version__))
     except (OSError, ValueError) as err:  # huggingface_hub's errors derive from these
         if offline:
             raise UserError(f"{uri} is not in the Hugging Face cache and downloads are off (REFERFORMER_OFFLINE / "
@@ -98,7 +101,9 @@ def push_to_hub(model_or_folder: nn.Module | str | Path, repo_id: str, *,
             if relative.as_posix() in _NOT_UPLOADED or any(part.startswith(".") for part in relative.parts):
                 continue
             operations.append(CommitOperationAdd(path_in_repo=relative.as_posix(), path_or_fileobj=str(path)))
-        api = HfApi(token=token)
+        from referformer import __version__
+
+        api = HfApi(token=token, library_name="referformer", library_version=__version__)
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.create_commit(repo_id, operations, commit_message=commit_message or "Upload referformer model",
                                  revision=revision)

@@ -118,8 +118,9 @@ def fetch_published(name: str, *, progress: bool = True, source_file: str | Path
     """The cached folder of the published checkpoint ``name``, fetched and converted when missing.
 
     ``source_file``: install from this official ``.pth`` (downloaded by hand) instead of the network;
-    ``force``: fetch again and replace an existing entry (once the new one is verified). Raises ``UserError`` (one line) when offline and not
-    cached, on a failed download (a partial file is kept to resume) or a file that is not ``name``.
+    ``force``: fetch again and replace an existing entry (once the new one is verified). Raises
+    ``UserError`` (one line) when offline and not cached, on a failed download (a partial file is
+    kept to resume) or a file that is not ``name``.
     """
     entry = get_published(name)
     if cache.is_cached(name) and not force:
@@ -174,5 +175,6 @@ def cached_status(name: str) -> dict[str, Any]:
     """``{"cached": bool, "folder", "size", "sha256", "source", "fetched"}`` of ``name`` (manifest values
     when cached)."""
     manifest = cache.read_manifest(name) or {}
-    return {"cached": bool(manifest), "folder": str(cache.entry_dir(name)), "size": manifest.get("weights", {}).get("size"),
-            "sha256": manifest.get("sha256"), "source": manifest.get("source"), "fetched": manifest.get("fetched")}
+    return {"cached": bool(manifest), "folder": str(cache.entry_dir(name)),
+            "size": manifest.get("weights", {}).get("size"), "sha256": manifest.get("sha256"),
+            "source": manifest.get("source"), "fetched": manifest.get("fetched")}

@@ -25,6 +25,7 @@ from referformer.checkpoint.settings import ORIGINAL_SETTINGS, InferenceSettings
 from referformer.config import ModelConfig, RefVOSConfig
 from referformer.errors import CheckpointMismatchError, UserError
 from referformer.models import build_model
+from referformer.models.propagation import PropagatorConfig, build_propagator
 from referformer.models.refvos import build_refvos
 
 CONFIG_FILE = "config.json"
@@ -45,6 +46,7 @@ def _build_refvos(config: Any, init_weights: bool) -> nn.Module:
 MODEL_TYPES: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, bool], nn.Module]]] = {
     "referformer": (ModelConfig.from_dict, _build_referformer),
     "refvos": (RefVOSConfig.from_dict, _build_refvos),
+    "propagator": (PropagatorConfig.from_dict, build_propagator),  # models.propagation: mask propagation
 }
 
 

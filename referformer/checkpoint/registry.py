@@ -12,7 +12,7 @@ from pathlib import Path
 
 from referformer.checkpoint.hub import is_hub_uri, resolve_hub_uri
 from referformer.checkpoint.install import fetch_published
-from referformer.checkpoint.zoo import PUBLISHED
+from referformer.checkpoint import zoo
 from referformer.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -50,11 +50,11 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         return path
     if is_hub_uri(name):
         return resolve_hub_uri(name)
-    if name in PUBLISHED:
+    if name in zoo.PUBLISHED:
         return fetch_published(name)
     import difflib
 
-    close = difflib.get_close_matches(name, [*PUBLISHED, *BUNDLED_MODELS], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, [*zoo.PUBLISHED, *BUNDLED_MODELS], n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UserError(f"checkpoint not found: {name}{hint}; pass a converted model folder, an official .pth file, "
                     f"hf://OWNER/REPO, a published name (`referformer presets`) or a bundled model "

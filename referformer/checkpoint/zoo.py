@@ -81,8 +81,13 @@ class PublishedCheckpoint:
         return None if params is None else params * 4
 
     def results_line(self) -> str:
-        """``"Ref-YouTube-VOS J&F 55.6, Ref-DAVIS17 J&F 58.5"`` (empty when none were published)."""
-        return ", ".join(f"{k} {v:.1f}" for k, v in self.results.items())
+        """``"Ref-YouTube-VOS J&F 55.6; Ref-DAVIS17 J&F 58.5"`` (grouped by benchmark, the first word of
+        each key; empty when none were published)."""
+        groups: dict[str, list[str]] = {}
+        for key, value in self.results.items():
+            benchmark, _, metric = key.partition(" ")
+            groups.setdefault(benchmark, []).append(f"{metric} {value:.1f}")
+        return "; ".join(f"{benchmark} {', '.join(metrics)}" for benchmark, metrics in groups.items())
 
 
 _CAPPED_640 = dataclasses.replace(ORIGINAL_SETTINGS, max_size=640)  # A2D, RefCOCO: RandomResize([360], max_size=640)

@@ -72,6 +72,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        "video for ytvos / mevis / synthetic, 36 frames for davis, as the original)")
     model.add_argument("--query-policy", choices=QUERY_POLICIES, default=None,
                        help="per_video (one query per clip, the original) or per_window (default: the model's)")
+    model.add_argument("--task", choices=("rvos", "vos"), default="rvos",
+                       help="rvos (default): referring segmentation with --checkpoint; vos: semi-supervised video "
+                       "object segmentation with --propagator (first-frame masks given; davis, ytvos, synthetic)")
+    model.add_argument("--propagator", metavar="NAME",
+                       help="--task vos: the propagator (a propagator folder, a bundled one or sam2:...; "
+                       "docs/propagation.md)")
+    model.add_argument("--propagate", metavar="NAME",
+                       help="ReferFormer + propagation (the paper's post-process): propagate each expression's mask "
+                       "from its top-scoring frame with this propagator (video benchmarks)")
     parser.add_argument("--gt", type=Path, help="ground truth (folder or file, per protocol)")
     parser.add_argument("--pred", type=Path, help="predictions (folder or file, per protocol)")
     parser.add_argument(
@@ -160,6 +169,12 @@ def run_dataset(args: argparse.Namespace) -> int:
     from referformer.evaluation.report import format_metrics, format_table, to_json
     from referformer.inference.device import resolve_device
 
+    if args.task == "vos":  # semi-supervised VOS: a propagator, no ReferFormer
+        from referformer.commands.evaluate_vos import run_vos
+
+        return run_vos(args)
+    if args.propagate and args.dataset not in ("ytvos", "mevis", "davis", "synthetic"):
+        raise UserError(f"--propagate applies to the video benchmarks (ytvos, mevis, davis, synthetic), not {args.dataset}")
     for flag in ("root", "checkpoint"):
         if getattr(args, flag) is None:
             raise UserError(f"--dataset {args.dataset} needs --{flag}")
@@ -177,11 +192,17 @@ def run_dataset(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(checkpoint, preset=args.preset, tokenizer=args.tokenizer, device=device,
                                sentence_batch_size=args.sentence_batch_size, window=args.window,
                                short_side=args.short_side, query_policy=args.query_policy)
+    if args.propagate:  # the paper's post-process (referformer.evaluation.drivers.propagating)
+        from referformer.evaluation.drivers.propagating import PropagatingSegmenter
+        from referformer.inference.propagators import load_propagator
+
+        segmenter = PropagatingSegmenter(segmenter, load_propagator(args.propagate, device))
     settings = segmenter.predictor.settings
     report = run_evaluation(
         args.dataset, args.root, split, segmenter, out, labels=args.labels, num_frames=args.num_frames,
         context=context, progress=not args.no_progress,
-        metadata={"checkpoint": str(checkpoint), "preset": args.preset, "inference": settings.to_dict()},
+        metadata={"checkpoint": str(checkpoint), "preset": args.preset, "inference": settings.to_dict(),
+                  **({"propagate": args.propagate} if args.propagate else {})},
         dataset=dataset,
     )
     if report is None:  # not rank 0: rank 0 prints

@@ -26,7 +26,8 @@ def _published() -> dict[str, dict[str, Any]]:
     for name, entry in PUBLISHED.items():
         status = cached_status(name)
         out[name] = {**status, "preset": entry.preset, "backbone": entry.backbone, "dataset": entry.dataset,
-                     "results": dict(entry.results), "note": entry.note, "drive_id": entry.drive_id,
+                     "results": dict(entry.results), "results_line": entry.results_line(), "note": entry.note,
+                     "drive_id": entry.drive_id,
                      "source_url": entry.source_url, "size": status["size"] or entry.approx_bytes(),
                      "size_estimated": not status["cached"]}
     return out
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
           f"`referformer download NAME` does it ahead of time; cache {referformer_home()}):")
     wide = max(len(name) for name in published)
     for name, entry in published.items():
-        results = ", ".join(f"{k} {v:.1f}" for k, v in entry["results"].items()) or entry["note"]
+        results = "; ".join(x for x in (entry["results_line"], entry["note"]) if x)
         cached = "cached" if entry["cached"] else "-"
         print(f"  {name:<{wide}}  {entry['backbone']:<13} {_size(entry):>9}  {cached:<6}  {results}")
     print("\nbundled models (weights inside the package; --checkpoint NAME):")

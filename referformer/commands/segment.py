@@ -160,6 +160,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="decode the next window and write the previous one in background threads while the "
         "model runs (default on)",
     )
+    parser.add_argument(
+        "--propagate",
+        metavar="NAME",
+        help="ReferFormer + propagation (the paper's post-process): propagate each sentence's mask from its "
+        "top-scoring frame through the whole video with this propagator (a propagator folder or sam2:...; "
+        "docs/propagation.md)",
+    )
     parser.add_argument("--no-masks", dest="save_masks", action="store_false", help="do not write PNG masks")
     parser.add_argument("--no-overlay", dest="save_overlay", action="store_false", help="do not write overlay.mp4")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -309,6 +316,11 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     predictor = load_predictor(args, device, dtype)
+    propagator = None
+    if args.propagate:  # checked before anything is written
+        from referformer.inference.propagators import load_propagator
+
+        propagator = load_propagator(args.propagate, device)
     summary = segment_to_folder(
         predictor,
         source,
@@ -321,6 +333,12 @@ def run(args: argparse.Namespace) -> int:
         save_overlay=args.save_overlay,
         progress=not args.quiet,
     )
+    if propagator is not None:  # the paper's post-process, on the finished folder
+        from referformer.inference.post_propagation import propagate_segmentation
+
+        after = propagate_segmentation(args.out, source, propagator, progress=not args.quiet)
+        for sentence, update in zip(summary["sentences"], after):
+            sentence.update(update)
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")

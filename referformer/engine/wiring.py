@@ -27,7 +27,7 @@ from referformer.engine.alignment import require_several_sentences
 from referformer.engine.recipes import TrainConfig
 from referformer.engine.refvos_loss import RefVOSCriterion
 from referformer.engine.synthetic_tiny import (SAMPLES_PER_EPOCH, ResampledDataset, init_text_encoder,
-                                              synthetic_tiny_config, synthetic_train_transforms)
+                                              synthetic_model, synthetic_train_transforms)
 from referformer.engine.trainer import CriterionFactory, ForwardFn, default_forward
 from referformer.errors import UserError
 from referformer.models import build_model
@@ -122,17 +122,20 @@ class SharedClipCollate(ReferFormerCollate):
 def _synthetic_components(
     config: TrainConfig, root: str | Path | None, tokenizer: str | None, dataset_options: dict[str, Any] | None
 ) -> TrainingComponents:
-    """The synthetic benchmark (``referformer synth`` layout) with the ``synthetic-tiny`` model
-    (or ``config.model_preset``), the synthetic tokenizer and the native-size transform."""
+    """The synthetic benchmark (``referformer synth`` layout) with the recipe's model (``synthetic-tiny``,
+    ``synthetic-tiny-v2``: :func:`referformer.engine.synthetic_tiny.synthetic_model`; or ``config.model_preset``),
+    its tokenizer (default: the synthetic one) and the native-size transform."""
 
     dataset = _synthetic_train_dataset(config, root, dataset_options)
-    model_config = _referformer_config(config, synthetic_tiny_config)
+    spec = synthetic_model(config.name)
+    model_config = _referformer_config(config, spec.config)
 
     def model_factory() -> nn.Module:
         model = build_model(model_config)
-        # synthetic-tiny's text encoder is trained from scratch: larger initial weights (init_text_encoder)
-        return model if config.model_preset else init_text_encoder(model)
+        # synthetic-tiny: larger initial text weights (init_text_encoder); -v2: the pretrained parts
+        return model if config.model_preset else spec.initialise(model)
 
+    tokenizer = tokenizer or (spec.tokenizer() if spec.tokenizer is not None else None)
     return TrainingComponents(
         model_factory=model_factory,
         dataset=dataset,
@@ -279,6 +282,10 @@ def build_components(
         raise UserError(f"recipe {config.name!r}: unknown model {config.model!r}; choose one of {', '.join(MODEL_TYPES)}")
     if config.model == "refvos":
         return _refvos_components(config, root, tokenizer, dataset_options)
+    if config.model == "propagator":  # the mask propagator: its own data, loss and network
+        from referformer.engine.propagation_training import propagator_components
+
+        return TrainingComponents(**propagator_components(config, root, dataset_options))
     if config.text_encoder_init or config.class_weights:
         raise UserError("--text-encoder-init and --class-weights are RefVOS options; ReferFormer takes its RoBERTa "
                         "weights from --init and its loss weights from the recipe")

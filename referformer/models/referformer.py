@@ -5,7 +5,7 @@ many sentences:
 
 * ``encode_video(frames, padding_mask)`` -> ``VisualFeatures``: backbone, input projections and
   2-D positions; nothing here depends on the text;
-* ``encode_text(input_ids, attention_mask)`` -> ``TextFeatures``: RoBERTa + resizer;
+* ``encode_text(input_ids, attention_mask)`` -> ``TextFeatures``: text encoder (RoBERTa) + resizer;
 * ``decode(visual, text)`` -> outputs: early fusion, deformable transformer, class/box heads,
   cross-modal FPN and dynamic mask head. ``visual`` may hold one clip for B sentences.
 
@@ -35,7 +35,8 @@ from referformer.models.fusion import VisionLanguageFusionModule, frames_to_sequ
 from referformer.models.heads import MLP, inverse_sigmoid
 from referformer.models.mask_head import dynamic_mask_logits
 from referformer.models.position import PositionEmbeddingSine1D, PositionEmbeddingSine2D
-from referformer.models.text_encoder import FeatureResizer, build_roberta
+from referformer.models.motion import MotionQueryEncoder
+from referformer.models.text_encoder import FeatureResizer, build_text_encoder, padding_mask, sentence_embedding
 from referformer.models.transformer import DeformableTransformer
 
 
@@ -176,7 +177,7 @@ class ReferFormer(nn.Module):
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
 
-        self.text_encoder = build_roberta(config.text_encoder)
+        self.text_encoder = build_text_encoder(config.text_encoder, with_pooler=config.sentence_embedding == "pooler")
         if config.freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
         self.resizer = FeatureResizer(config.text_encoder.hidden_size, d, dropout=0.1)
@@ -190,6 +191,9 @@ class ReferFormer(nn.Module):
         for layer in self.controller.layers:
             nn.init.zeros_(layer.bias)
             nn.init.xavier_uniform_(layer.weight)
+        # our option, built last so that every other weight is drawn as without it
+        self.motion_encoder = (MotionQueryEncoder(d, config.nheads, config.dim_feedforward, config.dropout)
+                               if config.motion_queries else None)
 
     # ------------------------------------------------------------------------------------------
     def encode_video(self, frames: Tensor, padding_mask: Tensor | None = None,
@@ -225,12 +229,15 @@ class ReferFormer(nn.Module):
             lvl_pos.append(self.position_embedding(m).to(src.dtype))
         return VisualFeatures(srcs, lvl_masks, lvl_pos, feats[0], masks[0], poses[0], image_sizes, t)
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
-        """input_ids, attention_mask: int64 [B, L] RoBERTa ids (already tokenised) -> ``TextFeatures``."""
-        out = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> TextFeatures:
+        """input_ids, attention_mask: int64 [B, L] token ids of the model's tokenizer (RoBERTa, or BERT) ->
+        ``TextFeatures``; padding = ``attention_mask == 0`` (default: ids equal to the encoder's pad id)."""
+        pad = padding_mask(input_ids, attention_mask, self.config.text_encoder.pad_token_id)
+        mask = attention_mask if attention_mask is not None else (~pad).long()
+        out = self.text_encoder(input_ids=input_ids, attention_mask=mask)
         words = self.resizer(out.last_hidden_state)
-        sentence = self.resizer(out.pooler_output)
-        return TextFeatures(words, attention_mask.ne(1), sentence)
+        sentence = self.resizer(sentence_embedding(out, mask, self.config.sentence_embedding))
+        return TextFeatures(words, pad, sentence)
 
     def decode(self, visual: VisualFeatures, text: TextFeatures, reference: bool = False) -> dict[str, Any]:
         """Everything that depends on the sentence. ``visual`` holds either as many clips as ``text`` has
@@ -275,8 +282,10 @@ class ReferFormer(nn.Module):
                 tmp = tmp + reference
             else:
                 tmp = torch.cat([tmp[..., :2] + reference, tmp[..., 2:]], -1)
-            classes.append(self.class_embed[lvl](hs[lvl]).reshape(b, t, q, -1))
             coords.append(tmp.sigmoid().reshape(b, t, q, 4))
+            # motion_queries: the score of a query in a frame also sees its trajectory over the clip
+            h = hs[lvl] if self.motion_encoder is None else self.motion_encoder(hs[lvl], coords[-1], t)
+            classes.append(self.class_embed[lvl](h).reshape(b, t, q, -1))
 
         mask_features = self.pixel_decoder(visual.fine_features, visual.fine_mask, visual.fine_pos, tr.memory,
                                            level_masks[:3], level_pos[:3], text.word_features,

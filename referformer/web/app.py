@@ -48,6 +48,11 @@ synthetic example, type one sentence per line, and press **Segment**. Each sente
 every frame. The API endpoint `segment` (see "Use via API" below) does the same from scripts."""
 
 
+def _text(message: str) -> str:
+    """Plain text inside a message the page renders as HTML (quotes kept: API clients read it too)."""
+    return html.escape(message, quote=False)
+
+
 def page_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Show a ``UserError`` as a message on the page; any other failure as a short one (logged
     with its traceback on the server). The page keeps working either way."""
@@ -59,10 +64,10 @@ def page_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except gr.Error:
             raise
         except UserError as err:
-            raise gr.Error(html.escape(str(err)), print_exception=False) from None
+            raise gr.Error(_text(str(err)), print_exception=False) from None
         except Exception as err:
             log.exception("referformer serve: %s failed", fn.__name__)
-            raise gr.Error(f"internal error ({html.escape(type(err).__name__)}); the server's log has the details",
+            raise gr.Error(f"internal error ({_text(type(err).__name__)}); the server's log has the details",
                            print_exception=False) from None
 
     return wrapper
@@ -91,7 +96,7 @@ def run_summary(out: RunOutput, model: str, seconds: float) -> str:
              + ("" if s["complete"] else " (input incomplete)")]
     for i, sentence in enumerate(s["sentences"]):
         score = "n/a" if sentence["score"] is None else f"{sentence['score']:.3f}"
-        lines.append(f"- {i}: {html.escape(sentence['text'])}: query {sentence['query']}, score {score}, "
+        lines.append(f"- {i}: {_text(sentence['text'])}: query {sentence['query']}, score {score}, "
                      f"mask in {sentence['num_frames_with_mask']}/{sentence['num_frames']} frames")
     return "\n".join(lines)
 
@@ -110,8 +115,8 @@ class WebApp:
         ``block`` this returns when the server stops (Ctrl-C); else at once. Returns the local URL."""
         self.blocks.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
         self.blocks.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                           max_file_size=f"{self.max_upload_mb}mb", allowed_paths=[str(self.service.folders.root)],
-                           ssr_mode=False, show_error=False, quiet=quiet, inbrowser=False)
+                           max_file_size=f"{self.max_upload_mb}mb", ssr_mode=False, show_error=False, quiet=quiet,
+                           inbrowser=False)  # no allowed_paths: only the files a run returns are served
         return str(self.blocks.local_url)
 
     def close(self) -> None:
@@ -133,7 +138,7 @@ def build_app(service: WebService, *, max_upload_mb: int = MAX_UPLOAD_MB) -> Web
         out = service.segment(files, sentences, model, RunOptions(window, stride, max_frames),
                               progress_reporter(progress))
         for warning in out.warnings:
-            gr.Warning(html.escape(warning))
+            gr.Warning(_text(warning))
         return (str(out.overlay) if out.overlay else None, out.previews, score_plot(out), str(out.archive),
                 str(out.results), run_summary(out, model, time.perf_counter() - start))
 
@@ -173,10 +178,10 @@ def build_app(service: WebService, *, max_upload_mb: int = MAX_UPLOAD_MB) -> Web
                     max_frames = gr.Number(label="Max frames", precision=0, placeholder="all", elem_id="max-frames")
                 run_button = gr.Button("Segment", variant="primary", elem_id="run-button")
             with gr.Column():
-                overlay = gr.Video(label="Overlay", interactive=False, elem_id="overlay")
+                overlay = gr.Video(label="Overlay", interactive=False, height=400, elem_id="overlay")
                 summary = gr.Markdown(elem_id="run-summary")
                 previews = gr.Gallery(label="Mask previews (the frame where each sentence scores highest)",
-                                      format="png", columns=3, object_fit="contain", interactive=False,
+                                      format="png", columns=3, height="auto", object_fit="contain", interactive=False,
                                       elem_id="previews")
                 plot = gr.LinePlot(x="frame", y="score", color="sentence", label="Score per frame",
                                    y_lim=[0, 1], elem_id="scores")

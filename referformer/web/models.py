@@ -3,8 +3,10 @@
 :class:`ModelCatalog` lists, by the name the page's dropdown and the ``segment`` API take:
 
 - the folders and files given with ``--checkpoint`` (named by their folder or file stem);
-- the official model zoo present locally: in ``--models-dir`` (default ``$REFERFORMER_MODELS``,
-  else ``./models`` when it exists), an official ``.pth`` whose file name is a preset's
+- the official model zoo present locally: the published checkpoints already downloaded into the
+  cache (``$REFERFORMER_HOME``, :mod:`referformer.checkpoint.cache`; offered by their published
+  name, loaded with no network), then, in ``--models-dir`` (default ``$REFERFORMER_MODELS``, else
+  ``./models`` when it exists), an official ``.pth`` whose file name is a preset's
   (``ytvos_r50.pth`` -> ``ytvos-r50``) and every converted folder (``config.json`` +
   ``model.safetensors``, as ``referformer convert --out models/ytvos-r50`` writes it);
 - the models bundled with the package (``synthetic-tiny``).
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from referformer.checkpoint import BUNDLED_MODELS, CONFIG_FILE, WEIGHTS_FILE, bundled_model_dir, resolve_checkpoint
+from referformer.checkpoint import (BUNDLED_MODELS, CONFIG_FILE, PUBLISHED, WEIGHTS_FILE, bundled_model_dir,
+                                    resolve_checkpoint)
+from referformer.checkpoint.cache import entry_dir, is_cached
 from referformer.errors import UserError
 from referformer.presets import preset_for_file
 
@@ -60,6 +64,20 @@ def _is_model_folder(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
+def downloaded_models() -> list[ModelEntry]:
+    """The published checkpoints already in the local cache (``referformer download``, or a first
+    ``--checkpoint NAME``), by their published name."""
+    return [ModelEntry(name, name, None, "official") for name in PUBLISHED if is_cached(name)]
+
+
+def _same_model(entry: ModelEntry, other: ModelEntry) -> bool:
+    if entry.source == other.source:
+        return True
+    if entry.origin == "official":  # a --checkpoint NAME of the cache resolves to its folder
+        return other.source == str(entry_dir(entry.name))
+    return False
+
+
 def local_models(models_dir: str | Path) -> list[ModelEntry]:
     """The official checkpoints (by preset file name) and converted folders found in ``models_dir``."""
     folder = Path(models_dir).expanduser()
@@ -89,16 +107,18 @@ class ModelCatalog:
 
     @classmethod
     def discover(cls, checkpoints: Sequence[str] = (), models_dir: str | Path | None = None) -> ModelCatalog:
-        """``--checkpoint`` values (each must exist: ``UserError`` otherwise), then the models of
-        ``models_dir`` (default :func:`default_models_dir`), then the bundled models."""
+        """``--checkpoint`` values (each must resolve: ``UserError`` otherwise), then the published
+        checkpoints in the cache, the models of ``models_dir`` (default :func:`default_models_dir`)
+        and the bundled models."""
         entries = []
         for value in checkpoints:
-            path = resolve_checkpoint(value)  # a bundled name or an existing path, else UserError
+            path = resolve_checkpoint(value)  # a path, a bundled or published name, hf://...; else UserError
             if value in BUNDLED_MODELS:
                 entries.append(ModelEntry(value, value, None, "bundled"))
             else:
                 name = path.name if path.is_dir() else path.stem
                 entries.append(ModelEntry(name, str(path), None, "checkpoint"))
+        entries.extend(e for e in downloaded_models() if not any(_same_model(e, c) for c in entries))
         folder = Path(models_dir) if models_dir is not None else default_models_dir()
         if folder is not None:
             entries.extend(local_models(folder))
@@ -152,8 +172,8 @@ class PredictorCache:
 
             try:
                 predictor = Predictor.from_pretrained(entry.source, preset=entry.preset, device=self.device)
-            except UserError:
-                raise
+            except UserError as err:
+                raise UserError(f"model {entry.name!r}: {err}") from err
             except Exception as err:  # a corrupt or foreign file: say which model, not a traceback
                 first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise UserError(f"model {entry.name!r} ({entry.source}) could not be loaded: {first_line}") from err

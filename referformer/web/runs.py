@@ -101,17 +101,23 @@ def parse_count(value: float | str | None, what: str) -> int | None:
     return int(number)
 
 
-def prepare_input(files: str | Sequence[str] | None, folder: Path) -> Path:
-    """The path ``open_source`` reads: the one uploaded file (video, GIF or image), or a folder of
-    the uploaded images (several frames), made under ``folder``."""
+def uploaded_paths(files: str | Path | Sequence[str] | None) -> list[Path]:
+    """The uploaded files as a list; ``UserError`` when there is none."""
     paths = [files] if isinstance(files, (str, Path)) else list(files or [])
     if not paths:
         raise UserError("no video: upload a video (or frames), or generate a synthetic example")
+    return [Path(p) for p in paths]
+
+
+def prepare_input(files: str | Path | Sequence[str] | None, folder: Path) -> Path:
+    """The path ``open_source`` reads: the one uploaded file (video, GIF or image), or a folder of
+    the uploaded images (several frames), made under ``folder``."""
+    paths = uploaded_paths(files)
     if len(paths) == 1:
-        return Path(paths[0])
+        return paths[0]
     frames = folder / "frames"
     frames.mkdir()
-    for path in map(Path, paths):
+    for path in paths:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise UserError(f"{path.name}: several files are read as the frames of one video, so each must be an "
                             f"image ({', '.join(sorted(IMAGE_SUFFIXES))}); upload a video as a single file")

@@ -15,7 +15,7 @@ from referformer.inference.video_io import open_source
 from referformer.web.example import PickFn, SyntheticExample, write_synthetic_example
 from referformer.web.models import ModelCatalog, PredictorCache
 from referformer.web.runs import (ProgressFn, RunFolders, RunOutput, SegmentFn, parse_count, parse_sentences,
-                                  prepare_input, segment_run)
+                                  prepare_input, segment_run, uploaded_paths)
 
 
 @dataclass
@@ -44,8 +44,7 @@ class WebService:
         """One run: ``files`` (one video, GIF or image, or several frame images), ``sentences`` (one
         per line), ``model`` (a catalog name). ``UserError`` for anything the user can fix."""
         options = options or RunOptions()
-        if not files:
-            prepare_input(files, self.folders.root)  # raises the "no video" message
+        uploaded_paths(files)  # a video was given
         texts = parse_sentences(sentences)
         entry = self.catalog.get(model)
         window = parse_count(options.window, "window")

