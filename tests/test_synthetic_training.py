@@ -1,12 +1,28 @@
 """CI-short version of the ``synthetic-tiny`` recipe: the real model, wiring, trainer and data.
 
-A few dozen optimizer steps on three synthetic videos (the recipe's model, initialisation and
-optimiser, shorter clips): the loss must fall, and J&F on those videos must rise clearly above the
-untrained model's for the best query (segmentation), without falling for the selected query.
-The full recipe and its numbers: docs/synthetic.md.
+``STEPS`` optimizer steps on three synthetic videos (the recipe's model, initialisation, optimiser,
+losses and 4 sentences per clip; shorter clips) are enough for the model to *memorise* those videos:
+it learns to segment their objects and which object each sentence names. The test measures both on
+the training videos, each against a baseline that a broken trainer stays at:
+
+* the loss, and its sentence-object alignment term, fall by large factors;
+* segmentation: J&F of the best query per window (an oracle choice) rises far above the untrained
+  model's;
+* grounding: the masks inference returns for a sentence (the selected query) match the object the
+  sentence names far better than the other objects of the same video (the chance level of a model
+  that ignores the sentence), and pick out the named object for most sentences.
+
+A trainer that does not update the weights fails all three; one whose sentences do not match their
+targets (shuffled, or paired with the wrong object) still learns to segment but fails the grounding
+checks. The full recipe and its numbers: docs/synthetic.md.
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +33,7 @@ from referformer.engine.trainer import Trainer
 from referformer.engine.wiring import build_components
 from referformer.evaluation.synthetic import query_jf_split, score_split
 
-STEPS = 40
+STEPS = 80
 NUM_FRAMES = 3
 
 
@@ -32,6 +48,60 @@ def _jf(model, tokenizer, root) -> tuple[float, float]:
     return query_jf_split(model, tokenizer, root, "train", window=NUM_FRAMES)
 
 
+@dataclass(frozen=True)
+class Grounding:
+    """J&F of the masks inference returns for each training sentence (the selected query), measured
+    against the object the sentence names (``referent``) and, averaged, against the other objects of
+    its video (``others``: what a model that ignores the sentence scores on average); ``accuracy``:
+    the fraction of sentences whose masks match their object better than every other object."""
+
+    referent: float
+    others: float
+    accuracy: float
+
+
+def _all_pairs_root(root: Path, out: Path) -> dict[tuple[str, str], tuple[str, bool]]:
+    """A copy of ``root`` whose train expressions are every (sentence, object of its video) pair.
+
+    Returns ``{(video, new expression id): (original expression id, whether the object is the
+    sentence's referent)}``. Scoring it with :func:`score_split` gives, for each sentence, the J&F
+    of the same predicted masks against every object of the video.
+    """
+    shutil.copytree(root, out)
+    meta_file = out / "meta_expressions" / "train" / "meta_expressions.json"
+    meta = json.loads(meta_file.read_text())
+    pairs = {}
+    for video, entry in meta["videos"].items():
+        expressions = entry["expressions"]
+        objects = sorted({e["obj_id"] for e in expressions.values()}, key=int)
+        assert len(objects) >= 2, f"video {video} has one object: no grounding to measure"
+        paired = {}
+        for exp_id in sorted(expressions, key=int):
+            for obj_id in objects:
+                new_id = str(len(paired))
+                paired[new_id] = {"exp": expressions[exp_id]["exp"], "obj_id": obj_id}
+                pairs[(video, new_id)] = (exp_id, obj_id == expressions[exp_id]["obj_id"])
+        entry["expressions"] = paired
+    meta_file.write_text(json.dumps(meta))
+    return pairs
+
+
+def _grounding(model, tokenizer, pairs_root: Path, pairs: dict[tuple[str, str], tuple[str, bool]]) -> Grounding:
+    model.eval()
+    rows: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for score in score_split(model, tokenizer, pairs_root, "train", window=NUM_FRAMES, progress=False):
+        exp_id, is_referent = pairs[(score.video, score.exp_id)]
+        rows.setdefault((score.video, exp_id), []).append((score.jf, is_referent))
+    referent, others, hits = [], [], []
+    for sentence_rows in rows.values():
+        (jf_referent,) = [jf for jf, is_referent in sentence_rows if is_referent]
+        jf_others = [jf for jf, is_referent in sentence_rows if not is_referent]
+        referent.append(jf_referent)
+        others.append(np.mean(jf_others))
+        hits.append(jf_referent > max(jf_others))
+    return Grounding(float(np.mean(referent)), float(np.mean(others)), float(np.mean(hits)))
+
+
 def test_recipe_is_registered():
     recipe = get_recipe("synthetic-tiny")
     assert recipe.dataset == "synthetic" and recipe.num_frames == 5
@@ -42,30 +112,44 @@ def test_recipe_is_registered():
 def test_short_synthetic_training_learns(synthetic_root, tmp_path):
     from referformer.text import load_tokenizer
 
-    torch.manual_seed(0)
     config = get_recipe("synthetic-tiny").replace(epochs=1, num_frames=NUM_FRAMES, batch_size=2, num_workers=0)
+    assert config.sentences_per_clip == 4 and config.loss_weights.loss_align > 0
     components = build_components(config, synthetic_root, tokenizer=str(synthetic_root / "tokenizer"),
                                   dataset_options={"samples_per_epoch": STEPS * config.batch_size})
     trainer = Trainer(config, components.model_factory, components.dataset, tmp_path / "run",
                       components.collate_fn, forward=components.forward, show_progress=False)
     tokenizer = load_tokenizer(synthetic_root / "tokenizer")
+    pairs = _all_pairs_root(synthetic_root, tmp_path / "pairs")
     before = _jf(trainer.model, tokenizer, synthetic_root)
     trainer.fit()
     after = _jf(trainer.model, tokenizer, synthetic_root)
-    # the selected query's J&F is what inference returns; score_split computes the same thing
-    scores = score_split(trainer.model.eval(), tokenizer, synthetic_root, "train", window=NUM_FRAMES,
-                         progress=False)
-    assert np.mean([s.jf for s in scores]) == pytest.approx(after[0], abs=1e-6)
-
-    print(f"J&F (selected query, best query): before {before}, after {after}")
+    grounding = _grounding(trainer.model, tokenizer, tmp_path / "pairs", pairs)
+    # the selected query's J&F is what inference returns: score_split on the sentence-object pairs gives
+    # the same number for each sentence and its own object (up to a pixel: other sentence batches)
+    assert grounding.referent == pytest.approx(after[0], abs=1e-4)
     losses = np.array([row["loss"] for row in trainer.history])
+    align = np.array([row["loss_align"] for row in trainer.history])
+    quarter = STEPS // 4
+    print(f"J&F (selected query, best query): before {before}, after {after}; {grounding}; means of the first "
+          f"and last {quarter} steps: loss {losses[:quarter].mean():.2f} -> {losses[-quarter:].mean():.2f}, "
+          f"loss_align {align[:quarter].mean():.3f} -> {align[-quarter:].mean():.3f}")
+
+    # Measured, 80 steps, seeds 1-4 (torch 2.14.1 and 2.15.0 give the same numbers): loss x 0.54-0.70,
+    # loss_align x 0.08-0.29; best query 0.04-0.07 -> 0.37-0.64; selected query 0.02-0.03 -> 0.27-0.45,
+    # referent - others 0.22-0.39, accuracy 0.52-0.79. Trainer with sentences shuffled against their
+    # targets: loss x 0.79, loss_align x 0.94, best query 0.08 -> 0.55 (it segments), referent - others
+    # -0.01, accuracy 0.24 (chance). Trainer whose optimizer step does nothing: every number unchanged.
     assert len(losses) == STEPS
-    assert losses[-10:].mean() < 0.8 * losses[:10].mean(), losses
-    # Segmentation is learnt first, grounding (choosing the referred object) much later; on three
-    # training videos 40 steps of the recipe (4 sentences per clip, alignment term) raise both.
-    # Measured (selected, best query): before (0.035, 0.079), after (0.296, 0.424).
-    assert after[1] > before[1] + 0.1 and after[1] > 0.2, (before, after)
-    assert after[0] > before[0] + 0.1, (before, after)
+    assert losses[-quarter:].mean() < 0.8 * losses[:quarter].mean(), losses
+    assert align[-quarter:].mean() < 0.5 * align[:quarter].mean(), align
+    # segmentation (an oracle choice of the query)
+    assert after[1] > before[1] + 0.2, (before, after)
+    # grounding: a model that ignores the sentence matches the referent no better than the other objects
+    # (referent - others about 0), and the referent best for about 1 sentence in 3.7 (the mean object count)
+    assert grounding.referent > grounding.others + 0.1, grounding
+    assert grounding.accuracy > 0.4, grounding
+    # and so what inference returns improves
+    assert after[0] > before[0] + 0.15, (before, after)
 
 
 def test_export_writes_the_bundled_layout(tmp_path):

@@ -24,9 +24,6 @@ def toy_config(**changes):
     return toy_recipe(**base)
 
 
-make_trainer = toy_trainer  # ToyReferModel on 8 ToyClips, no progress bar
-
-
 def test_param_groups_learning_rates_and_frozen_text_encoder():
     model = ToyReferModel()
     model.text_encoder.requires_grad_(False)
@@ -151,7 +148,7 @@ def _kill_at(step):
 @pytest.fixture(scope="module")
 def uninterrupted_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("full")
-    make_trainer(out_dir, toy_config()).fit()
+    toy_trainer(toy_config(), out_dir).fit()
     return out_dir
 
 
@@ -161,11 +158,11 @@ def test_resume_after_kill_continues_exactly(tmp_path, uninterrupted_run, kill_s
     expected = read_log(uninterrupted_run / "log.csv")
     assert len(expected) == 8
 
-    interrupted = make_trainer(tmp_path / "run", config, callbacks=[_kill_at(kill_step)])
+    interrupted = toy_trainer(config, tmp_path / "run", callbacks=[_kill_at(kill_step)])
     with pytest.raises(Killed):
         interrupted.fit()
     assert load_training_checkpoint(tmp_path / "run" / "last.pth")["progress"]["global_step"] == kill_step - 1
-    resumed = make_trainer(tmp_path / "run", config, resume=tmp_path / "run")
+    resumed = toy_trainer(config, tmp_path / "run", resume=tmp_path / "run")
     resumed.fit()
     assert read_log(tmp_path / "run" / "log.csv") == expected  # identical losses, lr, grad norms; no duplicate rows
     final_full = torch.load(uninterrupted_run / "last.pth", weights_only=False)["model"]
@@ -176,7 +173,7 @@ def test_resume_after_kill_continues_exactly(tmp_path, uninterrupted_run, kill_s
 def test_gradient_accumulation_matches_when_each_micro_batch_is_the_same_size(tmp_path):
     # batch 1 x 2 micro-batches: one optimizer step per 2 clips, losses logged as the mean
     config = toy_config(batch_size=1, grad_accum=2, epochs=1, checkpoint_every=0, max_steps=2)
-    trainer = make_trainer(tmp_path / "accum", config)
+    trainer = toy_trainer(config, tmp_path / "accum")
     trainer.fit()
     rows = read_log(tmp_path / "accum" / "log.csv")
     assert [int(r["global_step"]) for r in rows] == [1, 2]
@@ -187,7 +184,7 @@ def test_gradient_accumulation_matches_when_each_micro_batch_is_the_same_size(tm
 
 def test_activation_checkpointing_and_frozen_text_encoder(tmp_path):
     config = toy_config(activation_checkpointing=True, max_steps=1, checkpoint_every=0)
-    trainer = make_trainer(tmp_path / "ac", config)
+    trainer = toy_trainer(config, tmp_path / "ac")
     assert trainer.model.activation_checkpointing
     assert not any(p.requires_grad for p in trainer.model.text_encoder.parameters())
     before = trainer.model.text_encoder.weight.clone()

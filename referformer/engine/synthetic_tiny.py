@@ -188,7 +188,7 @@ def synthetic_tiny_v2_config() -> ModelConfig:
     """Architecture of ``synthetic-tiny-v2``: synthetic-tiny's transformer and heads (hidden 64, 2 encoder +
     3 decoder layers, FFN 128, 5 queries, no dropout) on an EfficientNet-Lite0 backbone (strides 4-32:
     24/40/112/320 channels), a frozen all-MiniLM-L6-v2 (384-d, its mean-pooled last hidden state as the
-    sentence feature) and motion-aware queries. About 26.6 M parameters, 22.7 M of them MiniLM's."""
+    sentence feature) and motion-aware queries. 26.5 M values (53.1 MB in fp16), 22.6 M of them MiniLM's."""
     from referformer.models.text_encoder import minilm_text_config
 
     return ModelConfig(

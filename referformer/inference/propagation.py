@@ -56,7 +56,7 @@ from referformer.inference.results import SPILL_PREFIX
 from referformer.inference.video_io import Frame, FrameSource, iter_windows, open_source
 from referformer.inference.windows import FrameWindow
 
-__all__ = ["DEFAULT_WINDOW", "FramePrompt", "PassPrompt", "PropagatedWindow", "PropagationBackend",
+__all__ = ["DEFAULT_WINDOW", "FramePrompt", "FrameReader", "PassPrompt", "PropagatedWindow", "PropagationBackend",
            "PropagationResult", "PropagationSession", "label_map", "propagate"]
 
 DEFAULT_WINDOW = 8  # frames per window: decoding, spilling and hand-out granularity (not a model setting)
@@ -284,46 +284,49 @@ class PropagationSession:
         pass_prompts = [PassPrompt(i, _resize_masks(m, small), g) for i, (m, g) in sorted(resolved.items())]
         prompt_frames = [[i for i, (_, g) in sorted(resolved.items()) if g[o]] for o in range(k)]
         first, last = min(resolved), max(resolved)
-        backward = None
-        if last > 0:
-            backward = ResultStore(self._folder / f"run{self._runs}", self.window, (k, *small), 0, last)
-            (self._folder / f"run{self._runs}").mkdir()
-            order = range(last, -1, -1)
-            bar = tqdm(total=len(order), unit="frame", desc="backward", disable=not self.progress)
-            for index, probs in zip(order, self.backend.track(self.frames, order, pass_prompts, k)):
-                backward.put(index, probs)
-                bar.update(1)
+        folder = self._folder / f"run{self._runs}"  # this run's backward results, removed at its end
+        folder.mkdir()
+        try:
+            backward = None
+            if last > 0:
+                backward = ResultStore(folder, self.window, (k, *small), 0, last)
+                order = range(last, -1, -1)
+                bar = tqdm(total=len(order), unit="frame", desc="backward", disable=not self.progress)
+                for index, probs in zip(order, self.backend.track(self.frames, order, pass_prompts, k)):
+                    backward.put(index, probs)
+                    bar.update(1)
+                bar.close()
+            forward = self.backend.track(self.frames, range(first, num_frames), pass_prompts, k)
+            originals = self._windows() if with_images else None
+            bar = tqdm(total=num_frames, unit="frame", desc="forward", disable=not self.progress)
+            for start in range(0, num_frames, self.window):
+                stop = min(start + self.window, num_frames)
+                small_probs = np.zeros((stop - start, k, *small), dtype=np.float32)
+                direction = np.zeros((stop - start, k), dtype=np.int8)
+                for t in range(start, stop):
+                    ahead = next(forward) if t >= first else None
+                    behind = backward[t] if backward is not None and t <= last else None
+                    for o in range(k):
+                        use_forward = _forward_is_nearer(prompt_frames[o], t)
+                        source = ahead if use_forward else behind
+                        if source is not None:
+                            small_probs[t - start, o] = source[o]
+                            direction[t - start, o] = 1 if use_forward else -1
+                probs = _upsample(small_probs, self.size)
+                for t in range(start, stop):
+                    if t in resolved:  # the given masks, exactly; other objects lose their pixels
+                        masks, given = resolved[t]
+                        union = masks[given].any(axis=0)
+                        probs[t - start][:, union] = 0.0
+                        probs[t - start][given] = masks[given]
+                        direction[t - start][given] = 0
+                images = next(originals).images if originals is not None else None
+                bar.update(stop - start)
+                yield PropagatedWindow(start, self.names[start:stop], object_ids, label_map(probs, object_ids), probs,
+                                       direction, images)
             bar.close()
-        forward_order = range(first, num_frames)
-        forward = self.backend.track(self.frames, forward_order, pass_prompts, k)
-        originals = self._windows() if with_images else None
-        bar = tqdm(total=num_frames, unit="frame", desc="forward", disable=not self.progress)
-        for start in range(0, num_frames, self.window):
-            stop = min(start + self.window, num_frames)
-            small_probs = np.zeros((stop - start, k, *small), dtype=np.float32)
-            direction = np.zeros((stop - start, k), dtype=np.int8)
-            for t in range(start, stop):
-                ahead = next(forward) if t >= first else None
-                behind = backward[t] if backward is not None and t <= last else None
-                for o in range(k):
-                    use_forward = _forward_is_nearer(prompt_frames[o], t)
-                    source = ahead if use_forward else behind
-                    if source is not None:
-                        small_probs[t - start, o] = source[o]
-                        direction[t - start, o] = 1 if use_forward else -1
-            probs = _upsample(small_probs, self.size)
-            for t in range(start, stop):
-                if t in resolved:  # the given masks, exactly; other objects lose their pixels
-                    masks, given = resolved[t]
-                    union = masks[given].any(axis=0)
-                    probs[t - start][:, union] = 0.0
-                    probs[t - start][given] = masks[given]
-                    direction[t - start][given] = 0
-            images = next(originals).images if originals is not None else None
-            bar.update(stop - start)
-            yield PropagatedWindow(start, self.names[start:stop], object_ids, label_map(probs, object_ids), probs,
-                                   direction, images)
-        bar.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         """Remove the temporary files."""
