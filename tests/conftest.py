@@ -60,3 +60,15 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     stay off unless a test turns them on against its loopback mirror."""
     monkeypatch.setenv("REFERFORMER_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored after): on a loaded 2-core machine two OpenMP
+    threads made the short training runs about 10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

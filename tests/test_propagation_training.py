@@ -50,14 +50,6 @@ def test_criterion_is_low_for_the_right_answer() -> None:
     assert good["loss_ce"] < 1e-6 and good["loss_dice"] < 0.01 and bad["loss_ce"] > 10 and bad["loss_dice"] > 0.9
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 7 CPU-s here; more threads on a busy machine only contend
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_ci_short_training_the_loss_falls(synthetic_root, tmp_path, one_thread) -> None:
     config = get_recipe("propagator-tiny").replace(max_steps=14, batch_size=2, epochs=100, log_every=100)
     components = build_components(config, synthetic_root)

@@ -88,15 +88,6 @@ def _fixed_batch_loss(trainer, components, count: int = 6) -> float:
     return float(np.mean(values))
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine two OpenMP threads made this test ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_short_v2_training_learns(synthetic_root, tmp_path, monkeypatch, one_thread):
     from referformer.engine.trainer import Trainer
     from referformer.engine.wiring import build_components

@@ -6,21 +6,11 @@ take ten times longer, so the test pins one).
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from referformer.engine.train_log import read_log
 from referformer.engine.trainer import Trainer
 from toy import ToyClips, toy_recipe
-
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class RepeatedClip(torch.utils.data.Dataset):

@@ -197,7 +197,6 @@ class SegmentationStream:
             self._choices = []
             for i, probs in enumerate(self._probs):
                 scores = torch.cat(probs).mean(0).max(-1).values
-                window_queries = [w.queries[i] for w in self._windows]
                 if self.per_window:
                     frames: Counter[int] = Counter()
                     for w in self._windows:
@@ -205,12 +204,12 @@ class SegmentationStream:
                     query = frames.most_common(1)[0][0]
                     total = sum(len(w.names) for w in self._windows)
                     score = sum(w.scores[i] * len(w.names) for w in self._windows) / total
-                else:
+                    window_queries = [w.queries[i] for w in self._windows]
+                else:  # every window ends up with the final query (corrections rewrite the others)
                     query = int(scores.argmax(-1))
                     score = float(scores[query])
+                    window_queries = [query] * len(self._windows)
                 self._choices.append(QueryChoice(query, score, scores.double().numpy(), window_queries))
-                if not self.per_window:
-                    self._choices[-1].window_queries = [query] * len(self._windows)
         return self._choices
 
     def corrections(self) -> Iterator[WindowCorrection]:
