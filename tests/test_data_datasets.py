@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -185,8 +186,11 @@ def test_a2d_jhmdb_eval_loaders_equal_official(fixtures):
         np.testing.assert_array_equal(target["boxes"].numpy(), np.asarray(entry["boxes_cxcywh_normalized"], np.float32))
         np.testing.assert_array_equal(target["masks"].numpy(), masks)
         assert list(frames.shape) == entry["imgs_shape"]
-        np.testing.assert_allclose(frames.mean(dim=(0, 2, 3)).numpy(), entry["imgs_channel_mean"], atol=1e-4)
-        np.testing.assert_allclose(frames.std(dim=(0, 2, 3)).numpy(), entry["imgs_channel_std"], atol=1e-4)
+        # The A2D clips are mp4s the generator encodes with PyAV's libx264: pixels equal the
+        # official loader's only on the encoder that made the reference (the test extra pins it).
+        why = f"{entry['key']}: PyAV {av.__version__} (the reference fixtures were encoded with 16.1.0)"
+        np.testing.assert_allclose(frames.mean(dim=(0, 2, 3)).numpy(), entry["imgs_channel_mean"], atol=1e-6, err_msg=why)
+        np.testing.assert_allclose(frames.std(dim=(0, 2, 3)).numpy(), entry["imgs_channel_std"], atol=1e-6, err_msg=why)
 
 
 # ---------------------------------------------------------------------------------------------
