@@ -55,8 +55,12 @@ def export(checkpoint: Path, out: Path) -> Path:
     from referformer.engine.propagation_training import export_propagator
     from referformer.engine.recipes import get_recipe
 
-    return export_propagator(checkpoint, out, get_recipe(RECIPE), half=True,
-                             metadata={"name": RECIPE, "recipe": RECIPE, "data_seed": DATA_SEED})
+    folder = export_propagator(checkpoint, out, get_recipe(RECIPE), half=True,
+                               metadata={"name": RECIPE, "recipe": RECIPE, "data_seed": DATA_SEED})
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)  # safetensors writes 0600; package data must be readable by everyone
+    return Path(folder)
 
 
 def evaluate(model: Path | str, data: Path, split: str, out: Path) -> dict:

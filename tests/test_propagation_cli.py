@@ -98,7 +98,6 @@ def _labels(value: int = 1, size: tuple[int, int] = (H, W)) -> np.ndarray:
     (lambda d: _png(d, "00042.png", _labels()), [], r"the input has no frame named '00042'"),
     (lambda d: _png(d, "00000.png", _labels()), ["--window", "0"], r"--window must be at least 1"),
     (lambda d: _png(d, "00000.png", _labels()), ["--propagator", "nowhere"], r"propagator not found: nowhere"),
-    (lambda d: _png(d, "00000.png", _labels()), ["--propagator", "propagator-tiny"], r"not bundled with this build"),
     (lambda d: _png(d, "00000.png", _labels()), ["--propagator", "sam2:configs/x.yaml"], r"sam2"),
 ])
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path: Path, scene, propagator_dir: Path, capsys,

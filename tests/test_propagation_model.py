@@ -69,12 +69,13 @@ def test_config_validation_and_model_folder(tmp_path) -> None:
         assert torch.equal(a, b), name
     backend = load_propagator(folder, "cpu", memory_frames=2)
     assert isinstance(backend, MemoryPropagator)
-    assert (backend.short_side, backend.memory_frames, backend.memory_every) == (None, 2, 1)
+    assert (backend.short_side, backend.memory_frames, backend.memory_every) == (192, 2, 1)
     assert memory_propagator(loaded, short_side=48).short_side == 48
     with pytest.raises(UserError, match="propagator not found"):
         load_propagator(tmp_path / "missing")
-    with pytest.raises(UserError, match="not bundled with this build yet"):
-        load_propagator("propagator-tiny")
+    bundled = load_propagator("propagator-tiny")  # the trained one inside the package, at its own settings
+    assert isinstance(bundled, MemoryPropagator) and bundled.name == "propagator-tiny"
+    assert (bundled.short_side, bundled.memory_frames, bundled.memory_every) == (192, 4, 1)
 
 
 def test_processing_size() -> None:

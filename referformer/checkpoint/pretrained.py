@@ -1,7 +1,8 @@
 """Our model folders: ``config.json`` (architecture, inference settings, metadata) + ``model.safetensors``.
 
 ``save_pretrained`` / ``load_folder`` write and read them (load through :func:`referformer.load_model`). The config's ``model_type`` (absent =
-``referformer``; ``refvos`` for :mod:`referformer.models.refvos`) says which model class the folder
+``referformer``; ``refvos`` for :mod:`referformer.models.refvos`, ``propagator``, ``tracklets`` for
+:mod:`referformer.models.tracklets`) says which model class the folder
 builds: :data:`MODEL_TYPES` is the one registry of model classes. ``"inference"`` holds the
 :class:`~referformer.checkpoint.settings.InferenceSettings` the model is meant to run with.
 
@@ -27,6 +28,7 @@ from referformer.errors import CheckpointMismatchError, UserError
 from referformer.models import build_model
 from referformer.models.propagation import PropagatorConfig, build_propagator
 from referformer.models.refvos import build_refvos
+from referformer.models.tracklets import TrackletsConfig, build_tracklet_grounder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -47,6 +49,7 @@ MODEL_TYPES: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, boo
     "referformer": (ModelConfig.from_dict, _build_referformer),
     "refvos": (RefVOSConfig.from_dict, _build_refvos),
     "propagator": (PropagatorConfig.from_dict, build_propagator),  # models.propagation: mask propagation
+    "tracklets": (TrackletsConfig.from_dict, build_tracklet_grounder),  # models.tracklets: top-down grounding
 }
 
 

@@ -19,6 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # name -> folder relative to the package (config.json + model.safetensors + tokenizer/)
 BUNDLED_MODELS: dict[str, str] = {
     "synthetic-tiny": "assets/synthetic-tiny",  # a small ReferFormer trained on the synthetic benchmark
+    "propagator-tiny": "assets/propagator-tiny",  # a small mask propagator (recipes/propagator_tiny.py)
 }
 
 

@@ -213,6 +213,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     print(f"{args.dataset} {split}: {checkpoint} (short side {settings.short_side}, window "
           f"{settings.window or 'per benchmark'}, {settings.query_policy})")
     print(format_metrics(report))
+    if "tracklet_recall" in report:  # a tracklets model: referred objects covered by a kept tracklet (IoU >= 0.5)
+        print(f"tracklet recall: {report['tracklet_recall']:.3f}")
     for anno in ("anno_0", "anno_1", "anno_2", "anno_3"):
         if anno in report:
             print(f"\n{anno}:\n" + format_metrics(report[anno]))

@@ -126,7 +126,8 @@ def load_initial_weights(
     convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Initialise ``model`` from an official checkpoint (``{"model": state_dict}``), one of our
-    training checkpoints, or a bare state dict (``.pth`` or ``.safetensors``).
+    training checkpoints (or a run folder: its ``last.pth``), a model folder, or a bare state dict
+    (``.pth`` or ``.safetensors``).
 
     Like the original ``--pretrained_weights``, loading is non-strict; the keys that were missing
     or unexpected are returned (and should be reported). ``convert`` maps an original key layout
@@ -135,6 +136,9 @@ def load_initial_weights(
     Returns:
         ``(missing_keys, unexpected_keys)``.
     """
+    folder = Path(path)
+    if folder.is_dir() and not (folder / "model.safetensors").is_file() and (folder / "last.pth").is_file():
+        path = folder / "last.pth"  # a training run's folder: its last checkpoint
     state = read_state_dict(path)  # a bundled name, a folder, a .safetensors or a .pth (its "model" entry)
     if convert is not None:
         state = convert(state)

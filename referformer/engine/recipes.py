@@ -30,7 +30,7 @@ class TrainConfig:
     name: str
     description: str
     dataset: str  # dataset name for the data package: ytvos, refcoco, joint, a2d, mevis, synthetic
-    model: str = "referformer"  # the model trained: referformer | refvos (see engine.wiring)
+    model: str = "referformer"  # the model trained: referformer | refvos | propagator | tracklets (see engine.wiring)
     model_preset: str | None = None  # a preset of referformer.config; None: the builder's default
     epochs: int = 10  # [opts]
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -278,6 +278,51 @@ RECIPES: dict[str, TrainConfig] = {
             freeze_text_encoder=False,
             num_workers=8,
             precision="auto",
+        ),
+        # ---- the top-down tracklet-grounding system (referformer.models.tracklets; docs/tracklets.md):
+        # the paper pre-trains F_Gnd on RefCOCO (Adam, lr 4e-5, batch 48) and fine-tunes on Ref-YouTube-VOS
+        # (lr 1e-5); these two CPU recipes for the synthetic benchmark are ours
+        TrainConfig(
+            name="tracklets-tiny-segmenter",
+            description="F_Seg of `tracklets-tiny`: class-agnostic Mask R-CNN (EfficientNet-Lite0 FPN, ImageNet "
+            "trunk) on every annotated object of `referformer synth` frames at the native 96x128, 1 CPU "
+            "process; see docs/tracklets.md",
+            dataset="synthetic",
+            model="tracklets",  # model_preset None: tracklets-tiny (engine.tracklets_training)
+            epochs=2,  # an epoch = every annotated frame once: 1250 steps of 4 frames on 500 videos
+            max_steps=2000,
+            optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-4, weight_decay=1e-4, lr_drop=(1,),
+                                      backbone_names=("segmenter.backbone.body",), text_encoder_names=(),
+                                      linear_proj_names=()),
+            num_frames=1,
+            batch_size=4,
+            clip_max_norm=10.0,
+            freeze_text_encoder=False,  # everything but segmenter.* is frozen by the wiring
+            checkpoint_every=100,
+            num_workers=0,
+            device="cpu",
+            precision="fp32",
+        ),
+        TrainConfig(
+            name="tracklets-tiny-grounding",
+            description="F_Gnd of `tracklets-tiny` on ground-truth tracklets of `referformer synth` videos "
+            "(frozen ImageNet EfficientNet-Lite0 and all-MiniLM-L6-v2, tokens pooled once); --init the "
+            "segmenter run; 1 CPU process; see docs/tracklets.md",
+            dataset="synthetic",
+            model="tracklets",
+            epochs=40,  # an epoch = every training expression once (~3000 on 500 videos): 190 steps of 16
+            max_steps=6000,
+            optimizer=OptimizerConfig(lr=3e-4, lr_backbone=0.0, lr_text_encoder=0.0, weight_decay=1e-4,
+                                      lr_drop=(30,), backbone_names=(), text_encoder_names=(),
+                                      linear_proj_names=()),
+            num_frames=10,  # a clip = the whole synthetic video (10 frames), as at inference
+            batch_size=16,
+            clip_max_norm=1.0,
+            freeze_text_encoder=False,  # everything but grounding.* is frozen by the wiring
+            checkpoint_every=200,
+            num_workers=0,  # the token cache lives in the main process
+            device="cpu",
+            precision="fp32",
         ),
     )
 }

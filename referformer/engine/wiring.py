@@ -286,6 +286,10 @@ def build_components(
         from referformer.engine.propagation_training import propagator_components
 
         return TrainingComponents(**propagator_components(config, root, dataset_options))
+    if config.model == "tracklets":  # the top-down tracklet-grounding system: F_Seg or F_Gnd
+        from referformer.engine.tracklets_training import tracklets_components
+
+        return TrainingComponents(**tracklets_components(config, root, tokenizer, dataset_options))
     if config.text_encoder_init or config.class_weights:
         raise UserError("--text-encoder-init and --class-weights are RefVOS options; ReferFormer takes its RoBERTa "
                         "weights from --init and its loss weights from the recipe")

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from referformer.errors import UserError
 from referformer.inference.predictor import Predictor
 from referformer.inference.preprocess import FramesInput, load_frames
 from referformer.inference.results import SentencePrediction
@@ -31,7 +32,8 @@ def segment_video(model: nn.Module, frames: FramesInput, sentences: str | Sequen
                   sentence_batch_size: int = 4, return_logits: bool = False,
                   query_policy: str | None = None) -> list[SentencePrediction]:
     """Segment the object each sentence refers to in every frame, the frames as one clip (the
-    original ``inference_ytvos.py``) unless the model's inference settings fix a window.
+    original ``inference_ytvos.py``) unless the model's inference settings fix a window. A ``tracklets``
+    model runs :class:`~referformer.inference.tracklets.TrackletPredictor` (its config's propagator).
 
     frames: a folder of images, a list of PIL images / HxWx3 uint8 arrays / tensors, or a [T, H, W, 3]
     array; sentences: one or more referring expressions (lower-cased and whitespace-normalised like
@@ -40,6 +42,14 @@ def segment_video(model: nn.Module, frames: FramesInput, sentences: str | Sequen
     ``query_policy``: override the model's inference settings. Runs where the model's weights are.
     """
     images = load_frames(frames)
+    from referformer.inference.engines import is_tracklets_model, predictor_for
+
+    if is_tracklets_model(model):  # whole-video tracklet grounding; its propagator comes from its config
+        if return_logits:
+            raise UserError("a tracklets model gives masks, not mask logits (return_logits=False)")
+        predictor = predictor_for(model, tokenizer, next(model.parameters()).device, threshold=threshold,
+                                  short_side=short_side, max_size=max_size, query_policy=query_policy)
+        return predictor.predict(images, sentences)
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         settings = getattr(model, "inference_settings", None)
         default = (settings.tokenizer if settings is not None else None) or model.config.text_encoder.tokenizer

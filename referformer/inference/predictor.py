@@ -82,6 +82,11 @@ class Predictor:
     def __init__(self, model: nn.Module, tokenizer: Any, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "fp32", *, settings: InferenceSettings | None = None,
                  sentence_batch_size: int = 8, compile: bool = False, **overrides: Any) -> None:
+        from referformer.inference.tracklets import is_tracklets_model
+
+        if is_tracklets_model(model):
+            raise UserError("a tracklets model runs in its own pipeline: use referformer.inference.engines."
+                            "predictor_for(model) or TrackletPredictor (Predictor.from_pretrained picks it)")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         base = settings or getattr(model, "inference_settings", None) or ORIGINAL_SETTINGS
@@ -101,17 +106,30 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, preset: str | None = None, tokenizer: Any = None,
                         device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32",
-                        *, unsafe_load: bool = False, **options: Any) -> Predictor:
+                        *, unsafe_load: bool = False, **options: Any) -> Any:
         """Load a bundled model by name, one of our folders or an official ``.pth`` (architecture
         from ``preset`` or inferred) with :func:`referformer.load_model`. ``tokenizer``: a folder or
         a loaded tokenizer; by default the model's settings name it, else the one saved with the
         checkpoint, else the text config's (``roberta-base`` from the offline cache). ``options``:
-        see the class arguments."""
+        see the class arguments. A ``tracklets`` model folder gives a
+        :class:`~referformer.inference.tracklets.TrackletPredictor` (same ``predict``), through
+        :func:`referformer.inference.engines.predictor_for`'s choice."""
+        from referformer.inference.tracklets import TrackletPredictor, is_tracklets_model
+
         model = load_model(name_or_path, preset, unsafe_load=unsafe_load)
-        settings: InferenceSettings = model.inference_settings
+        if is_tracklets_model(model):
+            return TrackletPredictor.for_model(model, tokenizer, None, device, dtype, **options)
+        return cls.for_model(model, tokenizer, device, dtype, **options)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, tokenizer: Any = None, device: str | torch.device = "auto",
+                  dtype: str | torch.dtype = "fp32", **options: Any) -> Predictor:
+        """A Predictor for a loaded ReferFormer / RefVOS ``model``; ``tokenizer`` as in :meth:`from_pretrained`."""
+        settings = getattr(model, "inference_settings", None) or ORIGINAL_SETTINGS
         default = settings.tokenizer or model.config.text_encoder.tokenizer
-        tok = find_tokenizer(tokenizer, model.checkpoint_path, default)
-        _check_tokenizer(tok, model, str(tokenizer or model.checkpoint_path))
+        checkpoint = getattr(model, "checkpoint_path", None)
+        tok = find_tokenizer(tokenizer, checkpoint, default)
+        _check_tokenizer(tok, model, str(tokenizer or checkpoint))
         return cls(model, tok, device, dtype, **options)
 
     # --- text --------------------------------------------------------------------------------

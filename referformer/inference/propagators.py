@@ -5,7 +5,7 @@ Names:
 * a folder written by ``save_pretrained`` whose ``config.json`` has ``"model_type": "propagator"``
   (a trained :class:`~referformer.models.propagation.SpaceTimeMemoryNet`, e.g. exported from
   ``referformer train --recipe propagator-tiny``), or the name of a bundled one
-  (:data:`referformer.checkpoint.BUNDLED_MODELS`; ``propagator-tiny`` once its weights ship);
+  (:data:`referformer.checkpoint.BUNDLED_MODELS`: ``propagator-tiny``);
 * ``sam2:CONFIG.yaml:CHECKPOINT.pt`` or ``sam2:HF_ID`` (e.g. ``sam2:facebook/sam2.1-hiera-tiny``):
   SAM 2's video predictor (``pip install "referformer[sam2]"``), see :mod:`.propagation_sam2`.
 """
@@ -51,10 +51,6 @@ def load_propagator(name: str | Path, device: str | torch.device = "cpu", **over
         from referformer.inference.propagation_sam2 import load_sam2
 
         return load_sam2(text[len("sam2:"):], device)
-    if text == DEFAULT_PROPAGATOR and text not in BUNDLED_MODELS:
-        raise UserError(f"the propagator {DEFAULT_PROPAGATOR!r} is not bundled with this build yet: pass "
-                        "--propagator FOLDER (a trained propagator, see docs/propagation.md) or "
-                        "sam2:CONFIG.yaml:CHECKPOINT.pt")
     if text not in BUNDLED_MODELS and not Path(text).expanduser().is_dir():
         raise UserError(f"propagator not found: {text}; pass a propagator folder (config.json + model.safetensors), "
                         "a bundled propagator or sam2:CONFIG.yaml:CHECKPOINT.pt")

@@ -132,8 +132,10 @@ class ModelSegmenter:
                 yield refused[i]
             else:
                 prediction = next(predictions)
-                assert prediction.mask_logits is not None
-                yield prediction.mask_logits.sigmoid()
+                if prediction.mask_logits is None:  # a tracklets model: its masks are final (no logits)
+                    yield prediction.masks.float()
+                else:
+                    yield prediction.mask_logits.sigmoid()
 
     def _check(self, sentences: Sequence[str]) -> tuple[list[int], dict[int, RefusedSentence]]:
         accepted, refused = [], {}
@@ -146,8 +148,19 @@ class ModelSegmenter:
                 accepted.append(i)
         return accepted, refused
 
+    @property
+    def last_tracklets(self) -> Any:
+        """A tracklets model's kept tracklets of the last video request (``masks`` bool ``[P, T, H, W]``),
+        for the tracklet recall; None for other models."""
+        return getattr(self.predictor, "last_tracklets", None)
+
     def queries(self, request: ClipRequest) -> list[QueryPrediction]:
         """Every query of ``request.frame_index`` for each sentence (``Predictor.frame_queries``)."""
+        if not hasattr(self.predictor, "frame_queries"):
+            from referformer.errors import UserError
+
+            raise UserError("this model grounds whole videos (tracklets): the per-frame protocols (a2d, jhmdb, "
+                            "refcoco) need ReferFormer or RefVOS")
         results = self.predictor.frame_queries(request.frames, request.frame_index, request.orig_size,
                                                list(request.sentences))
         return [QueryPrediction(masks, scores, boxes) for masks, scores, boxes in results]
@@ -156,8 +169,9 @@ class ModelSegmenter:
 def load_segmenter(checkpoint: str | Path, preset: str | None = None, tokenizer: str | Path | None = None,
                    device: str | torch.device = "cpu", sentence_batch_size: int = 8, window: int | None = None,
                    **overrides: Any) -> ModelSegmenter:
-    """A :class:`ModelSegmenter` over ``Predictor.from_pretrained(checkpoint, ...)``; ``overrides``
-    change the model's inference settings (``short_side``, ``threshold``, ``query_policy``...)."""
+    """A :class:`ModelSegmenter` over ``Predictor.from_pretrained(checkpoint, ...)`` (a ``TrackletPredictor``
+    for a tracklets folder); ``overrides`` change the model's inference settings (``short_side``,
+    ``threshold``, ``query_policy``...)."""
     predictor = Predictor.from_pretrained(checkpoint, preset, tokenizer=tokenizer, device=device,
                                           sentence_batch_size=sentence_batch_size, **overrides)
     return ModelSegmenter(predictor, window=window)

@@ -10,6 +10,9 @@ region J and boundary F, as the MeViS evaluator) go into the video's record. Ran
 * MeViS: ``submission.zip`` with ``<video>/<exp_id>/<frame>.png`` at the root (MEVIS.md section 9)
   and, for ``valid_u``, ``J&F`` / ``J`` / ``F``;
 * synthetic (every split has masks): ``J&F`` / ``J`` / ``F`` and, with labels, per kind groups.
+
+With a tracklets model (a segmenter with ``last_tracklets``) and ground truth, every expression row also
+gets ``tracklet_iou`` and the report ``tracklet_recall`` (:func:`_tracklet_recall`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def _process_video(dataset: ExpressionVideoDataset, segmenter: VideoSegmenter, o
             row["J"] = float(region_similarity(masks, gt).mean())
             row["F"] = float(boundary_f_measure(masks, gt).mean())
         rows.append(row)
+    tracklets = getattr(segmenter, "last_tracklets", None)  # a tracklets model's kept tracklets of this video
+    if score and tracklets is not None:
+        _tracklet_ious(dataset, expressions, rows, tracklets.masks)
     publish_dir(staging, out_dir / PREDICTIONS_DIR / video_id)
     return {"video": video_id, "num_frames": len(frames), "size": [height, width], "expressions": rows}
 
@@ -122,6 +128,8 @@ def evaluate_videos(
         report.update(result.global_metrics())
         if labels is not None:
             report.update(_kinds(per_expression, labels))
+        if any("tracklet_iou" in r for r in per_expression):
+            report["tracklet_recall"] = _tracklet_recall(per_expression)
     report["outputs"] = {"predictions": str(out_dir / PREDICTIONS_DIR)}
     prefix = ZIP_LAYOUTS.get(benchmark)
     if prefix is not None:
@@ -152,3 +160,26 @@ def _kinds(per_expression: list[dict[str, Any]], labels: Path) -> dict[str, Any]
     from referformer.evaluation.drivers.kinds import group_scores
 
     return group_scores(per_expression, labels)
+
+
+def _tracklet_ious(dataset: ExpressionVideoDataset, expressions: list[VideoExpression], rows: list[dict[str, Any]],
+                   masks: torch.Tensor) -> None:
+    """Each row's ``tracklet_iou``: the best tracklet-IoU of a kept tracklet (bool ``[P, T, H, W]``) with the
+    expression's ground truth (0 without tracklets), and ``referred``: its object ids."""
+    from referformer.models.tracklets import tracklet_iou
+
+    for e, row in zip(expressions, rows):
+        gt = torch.from_numpy(np.asarray(dataset.gt_masks(e), dtype=bool))
+        row["referred"] = ",".join(e.obj_ids) or e.exp_id
+        row["tracklet_iou"] = float(tracklet_iou(masks, gt[None]).max()) if len(masks) else 0.0
+
+
+def _tracklet_recall(rows: list[dict[str, Any]]) -> float:
+    """Fraction of referred objects (distinct video and object ids) covered by a kept tracklet with
+    tracklet-IoU >= 0.5 (the issue's tracklet recall; it bounds a tracklets model's J&F)."""
+    best: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if "tracklet_iou" in r:
+            key = (r["video"], r["referred"])
+            best[key] = max(best.get(key, 0.0), r["tracklet_iou"])
+    return float(np.mean([iou >= 0.5 for iou in best.values()]))

@@ -70,9 +70,11 @@ class PropagatorConfig(JsonConfig):
 PROPAGATOR_PRESETS: dict[str, PropagatorConfig] = {
     # the general model: ResNet-18 trunks, stride-16 keys (STM's layout), frames at 480p
     "propagator-r18": PropagatorConfig(),
-    # the small CPU model of the `propagator-tiny` recipe: stride-8 keys at the synthetic benchmark's
-    # native 96x128, every predicted frame into a 4-frame recent memory
-    "propagator-tiny": PropagatorConfig(key_stride=8, key_dim=32, value_dim=64, decoder_dim=32, short_side=None,
+    # the small CPU model of the `propagator-tiny` recipe: stride-8 keys, trained on the synthetic
+    # benchmark's native 96x128 clips but run at twice that size (short side 192: its stride-4 mask head
+    # then resolves 2-pixel detail of the original; measured in docs/propagation.md), every predicted
+    # frame into a 4-frame recent memory
+    "propagator-tiny": PropagatorConfig(key_stride=8, key_dim=32, value_dim=64, decoder_dim=32, short_side=192,
                                         memory_frames=4, memory_every=1),
 }
 
