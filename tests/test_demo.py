@@ -69,6 +69,45 @@ def test_demo_writes_segment_layout(demo_run):
     assert _printed_mean(printed) == pytest.approx(truth["mean_J&F"], abs=1e-3)
 
 
+def test_demo_prints_how_many_expressions_picked_the_object(demo_run):
+    out, printed = demo_run
+    truth = json.loads((out / "ground_truth.json").read_text())["report"]
+    found = re.search(r"picked the referred object in (\d+) of (\d+) expressions \(IoU >= 0.5 over the video", printed)
+    assert found, printed
+    picked, total = int(found.group(1)), int(found.group(2))
+    assert total == len(truth["expressions"]) and 0 <= picked <= total
+    assert picked == truth["picked"] == sum(r["picked"] for r in truth["expressions"])
+    assert all(r["picked"] == (r["video_IoU"] >= 0.5) for r in truth["expressions"])
+    # under the per-expression table, after the mean
+    assert printed.index("mean J&F") < found.start()
+
+
+def test_count_picked_uses_the_iou_over_the_whole_video():
+    from referformer.commands.demo import count_picked, video_iou
+
+    gt = np.zeros((2, 4, 4), dtype=bool)
+    gt[:, :2, :2] = True  # 4 pixels in each of 2 frames: 8 in all
+    exact = gt.copy()
+    half = np.zeros_like(gt)
+    half[0, :2, :2] = True  # frame 0 right, frame 1 empty: 4 / 8 = 0.5, picked (>=)
+    wrong = np.zeros_like(gt)
+    wrong[:, 2:, 2:] = True  # another object: IoU 0
+    shifted = np.zeros_like(gt)
+    shifted[:, :2, 1:3] = True  # 2 of 4 pixels per frame: 4 / 12 = 0.333 over the video
+    assert video_iou(exact, gt) == 1.0 and video_iou(half, gt) == 0.5 and video_iou(wrong, gt) == 0.0
+    assert video_iou(shifted, gt) == pytest.approx(1 / 3)
+    assert count_picked([exact, wrong, half], [gt, gt, gt]) == 2
+    assert count_picked([shifted, wrong, exact], [gt, gt, gt]) == 1
+    # per-frame IoUs 1.0 and 0.0 (mean 0.5) but frame 1 is much larger: the video IoU weighs pixels
+    big = np.zeros((2, 8, 8), dtype=bool)
+    big[0, :1, :1] = True
+    big[1] = True
+    pred = np.zeros_like(big)
+    pred[0, :1, :1] = True
+    assert video_iou(pred, big) == pytest.approx(1 / 65) and count_picked([pred], [big]) == 0
+    assert video_iou(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
 def test_demo_scores_above_untrained(demo_run):
     # The bundled model measures 0.32 on this video (0.03 for an untrained model): it segments the
     # objects but often picks another one than the referred (docs/synthetic.md, "Results").

@@ -1,7 +1,11 @@
 """J&F of ``referformer evaluate --dataset synthetic`` reports grouped by what happens to the referred
 object in its video (the scene facts ``referformer synth`` writes in ``<split>/scenes.json``).
 
-    python tools/scene_groups.py ROOT SPLIT REPORT.json [REPORT.json ...]
+    python tools/scene_groups.py ROOT SPLIT RESULT [RESULT ...]
+
+A RESULT is an evaluation's report (``--json`` output or ``report.json``) or its ``--out`` folder, whose
+``records/`` hold the videos finished so far (a run still going, or stopped); only the videos present in
+every RESULT are counted, so the columns compare the same expressions.
 
 A developer utility beside the package (not installed with it). Groups of an expression, by its
 referred object:
@@ -53,6 +57,14 @@ def expression_groups(root: Path, split: str) -> dict[tuple[str, str], set[str]]
     return out
 
 
+def expression_rows(path: Path) -> list[dict]:
+    """Per-expression rows (``video``, ``expression``, ``J``, ``F``) of a report or an ``--out`` folder."""
+    if path.is_dir():
+        return [row for record in sorted((path / "records").glob("*.json"))
+                for row in json.loads(record.read_text())["expressions"]]
+    return json.loads(path.read_text())["per_expression"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
@@ -61,16 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     groups = expression_groups(args.root, args.split)
     names = ["all", "occluded", "enters_or_leaves", "plain"]
-    print("| group | n | " + " | ".join(p.stem for p in args.reports) + " |")
-    print("| --- | ---: | " + " | ".join("---:" for _ in args.reports) + " |")
+    results = [expression_rows(path) for path in args.reports]
+    common = set.intersection(*({row["video"] for row in rows} for rows in results))
+    print(f"{len(common)} videos in every result")
     columns = []
-    for path in args.reports:
-        rows = json.loads(path.read_text())["per_expression"]
+    for rows in results:
+        rows = [row for row in rows if row["video"] in common]
         scores: dict[str, list[float]] = {name: [] for name in names}
         for row in rows:
             for name in groups[(row["video"], str(row["expression"]))]:
                 scores[name].append((row["J"] + row["F"]) / 2)
         columns.append(scores)
+    print("| group | n | " + " | ".join(p.name for p in args.reports) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in args.reports) + " |")
     for name in names:
         count = len(columns[0][name])
         cells = [f"{sum(c[name]) / len(c[name]):.3f}" if c[name] else "-" for c in columns]

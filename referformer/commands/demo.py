@@ -8,7 +8,9 @@ segments several of its referring expressions with the bundled ``synthetic-tiny`
 (offline: weights, config and tokenizer ship with the package), writes the ``referformer segment``
 layout (``results.json``, ``<i>_<slug>/<frame>.png``, ``overlay.mp4``) plus the input frames
 (``frames/``) and the ground truth (``ground_truth.json``), and prints J, F and J&F per expression
-against the generator's exact masks.
+against the generator's exact masks, then how many expressions picked the referred object: those
+whose masks overlap its ground truth with IoU >= 0.5 over the whole video (the sum over frames of
+|mask & truth| divided by the sum of |mask | truth|).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from referformer.commands import help_text
 
+PICKED_IOU = 0.5  # an expression "picked the referred object" when its video IoU reaches this
 DEMO_SPLIT = "demo"  # the video's split name in the generator's seeding (never used for training)
 DEFAULT_OUT = "referformer-demo"
 
@@ -64,6 +67,19 @@ def pick_expressions(expressions: Any, count: int) -> list[Any]:
             used_objects.add(e.obj_id)
             used_kinds.add(tuple(e.kinds))
     return chosen
+
+
+def video_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU over the whole video of bool masks ``[T, H, W]``: sum over frames of |pred & gt| / sum of
+    |pred | gt| (1.0 when both are empty everywhere)."""
+    union = int(np.logical_or(pred, gt).sum())
+    return float(np.logical_and(pred, gt).sum()) / union if union else 1.0
+
+
+def count_picked(preds, gts, threshold: float = PICKED_IOU) -> int:
+    """How many expressions picked the referred object: ``video_iou(pred, gt) >= threshold`` for
+    each pair of bool masks ``[T, H, W]`` of ``preds`` and ``gts``."""
+    return sum(video_iou(p, g) >= threshold for p, g in zip(preds, gts, strict=True))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,12 +129,17 @@ def run(args: argparse.Namespace) -> int:
     masks = np.stack([[decode_mask_rle(f["mask_rle"]) for f in s["frames"]] for s in results["sentences"]]) > 0
 
     rows = []
+    truths = [labels == e.obj_id for e in chosen]
     for i, e in enumerate(chosen):
-        j, f = jf_scores(masks[i], labels == e.obj_id)
+        j, f = jf_scores(masks[i], truths[i])
+        iou = video_iou(masks[i], truths[i])
         rows.append({"expression": e.text, "obj_id": e.obj_id, "kinds": list(e.kinds), "trivial": e.trivial,
-                     "J": round(j, 4), "F": round(f, 4), "J&F": round((j + f) / 2, 4)})
+                     "J": round(j, 4), "F": round(f, 4), "J&F": round((j + f) / 2, 4),
+                     "video_IoU": round(iou, 4), "picked": iou >= PICKED_IOU})
     mean = float(np.mean([r["J&F"] for r in rows]))
-    report = {"seed": seed, "model": BUNDLED_NAME, "window": window, "expressions": rows, "mean_J&F": mean}
+    picked = count_picked(masks, truths)
+    report = {"seed": seed, "model": BUNDLED_NAME, "window": window, "expressions": rows, "mean_J&F": mean,
+              "picked": picked}
     (args.out / "ground_truth.json").write_text(json.dumps(
         {"seed": seed, "objects": {str(o.obj_id): {"category": o.shape, "colour": o.colour, "size": o.size_class,
                                                    "motion": o.motion} for o in video.scene.objects},
@@ -134,5 +155,7 @@ def run(args: argparse.Namespace) -> int:
         kinds = ",".join(r["kinds"])
         print(f"{r['expression']:{width_text}s}  {kinds:{width_kinds}s}  {r['J']:5.3f}  {r['F']:5.3f}  {r['J&F']:5.3f}")
     print(f"mean J&F {mean:.3f}  ({time.perf_counter() - start:.1f} s)")
+    print(f"picked the referred object in {picked} of {len(rows)} expressions "
+          f"(IoU >= {PICKED_IOU} over the video with its true masks)")
     print(f"wrote {args.out}/: results.json, overlay.mp4, one mask folder per expression, frames/")
     return 0

@@ -33,6 +33,7 @@ inputs per protocol:
 
 model-driven evaluation (--dataset):
   referformer evaluate --dataset synthetic --root DIR --checkpoint CKPT [--tokenizer DIR] --json
+  referformer evaluate --dataset synthetic --root DIR --checkpoint CKPT --paraphrases LIST.json
   torchrun --nproc_per_node N -m referformer evaluate --dataset davis --root data/ref-davis
       --checkpoint CKPT --out out/davis    (re-run the same command to resume)
   outputs in --out: report.json; ytvos/mevis submission.zip + Annotations/; davis anno_0..3/;
@@ -62,6 +63,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--out", type=Path, help="output folder (default: eval-<dataset>-<split>)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     model.add_argument("--labels", type=Path, help="expression_kinds.json for per-kind scores")
+    model.add_argument("--paraphrases", type=Path, metavar="FILE",
+                       help="synthetic: score this paraphrase list (tests/data/synthetic_paraphrases.json) and the "
+                       "grammar expressions it paraphrases instead of the split's expressions; the report's "
+                       "'paraphrases' gives J&F of each set (docs/synthetic.md, Paraphrases)")
     model.add_argument("--num-frames", type=int, default=5, help="a2d/jhmdb clip length (default 5)")
     model.add_argument("--sentence-batch-size", type=int, default=8, help="sentences decoded at once")
     model.add_argument("--short-side", type=int, default=None,
@@ -169,6 +174,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     from referformer.evaluation.report import format_metrics, format_table, to_json
     from referformer.inference.device import resolve_device
 
+    if args.paraphrases is not None and (args.task == "vos" or args.dataset != "synthetic"):
+        raise UserError("--paraphrases applies to referring segmentation (--task rvos) on --dataset synthetic")
     if args.task == "vos":  # semi-supervised VOS: a propagator, no ReferFormer
         from referformer.commands.evaluate_vos import run_vos
 
@@ -182,8 +189,15 @@ def run_dataset(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     split = args.split or default_split(args.dataset, args.root)
-    out = args.out or Path(f"eval-{args.dataset}-{split}")
-    dataset = build_eval_dataset(args.dataset, args.root, split, args.num_frames)  # bad input fails fast
+    out = args.out or Path(f"eval-{args.dataset}-{split}" + ("-paraphrases" if args.paraphrases else ""))
+    expressions, pairs = None, None
+    if args.paraphrases is not None:  # a meta_expressions.json of the paraphrases and their grammar expressions
+        from referformer.evaluation.paraphrases import write_paraphrase_split
+
+        expressions, kinds, pairs = write_paraphrase_split(args.paraphrases, args.root, split, out / "paraphrases")
+        args.labels = args.labels or kinds
+    dataset = build_eval_dataset(args.dataset, args.root, split, args.num_frames,
+                                 expressions=expressions)  # bad input fails fast
     context = RunContext.from_environment()  # gloo: the processes only need barriers
     device = resolve_device(args.device)
     if device.type == "cuda" and device.index is None and context.world_size > 1:
@@ -207,6 +221,12 @@ def run_dataset(args: argparse.Namespace) -> int:
     )
     if report is None:  # not rank 0: rank 0 prints
         return 0
+    if pairs is not None:
+        from referformer.evaluation.drivers.runner import atomic_write_text
+        from referformer.evaluation.paraphrases import paraphrase_scores
+
+        report["paraphrases"] = paraphrase_scores(report["per_expression"], pairs)
+        atomic_write_text(Path(report["outputs"]["report"]), to_json(report))
     if args.json:
         print(to_json(report))
         return 0
@@ -223,5 +243,9 @@ def run_dataset(args: argparse.Namespace) -> int:
         print("\nby expression kind:\n" + format_table(rows, ["group", "count", "J&F", "J", "F"]))
     for row in report.get("refused_expressions", []):
         print(f"refused (scored as an empty mask): video {row['video']} expression {row['expression']}: {row['reason']}")
+    if pairs is not None:
+        para = report["paraphrases"]
+        print(f"\nparaphrases ({para['pairs']}): J&F {para['paraphrase']['J&F']:.3f} against "
+              f"{para['grammar']['J&F']:.3f} on the {para['grammar']['count']} grammar expressions they paraphrase")
     print("\noutputs: " + ", ".join(f"{k} {v}" for k, v in report.get("outputs", {}).items()))
     return 0

@@ -48,14 +48,19 @@ DEFAULT_SPLITS = {"ytvos": "valid", "davis": "valid", "a2d": "test", "jhmdb": "t
 REPORT_FILENAME = "report.json"
 
 
-def build_eval_dataset(name: str, root: str | Path, split: str, num_frames: int = 5, **options: Any) -> Any:
+def build_eval_dataset(name: str, root: str | Path, split: str, num_frames: int = 5, *,
+                       expressions: str | Path | None = None, **options: Any) -> Any:
     """The evaluation view of a split (``ExpressionVideoDataset`` for video benchmarks, the sample
     datasets for A2D / JHMDB / RefCOCO). Synthetic splits (Ref-YouTube-VOS layout, masks in
-    ``<split>/Annotations``) get ground truth from their palette PNGs. ``options`` go to
+    ``<split>/Annotations``) get ground truth from their palette PNGs; ``expressions``: a
+    ``meta_expressions.json`` to use instead of the split's (e.g. the paraphrases of
+    :mod:`referformer.evaluation.paraphrases`). ``options`` go to
     :func:`referformer.data.build_dataset` for A2D / JHMDB / RefCOCO (e.g. ``max_size``)."""
     from referformer.data import build_dataset
 
     root = Path(root)
+    if expressions is not None and name != "synthetic":
+        raise UserError(f"a replacement expressions file applies to the synthetic benchmark only, not {name}")
     if name == "synthetic":
         from referformer.data.base import ExpressionVideoDataset
         from referformer.data.io import require_dir
@@ -67,8 +72,8 @@ def build_eval_dataset(name: str, root: str | Path, split: str, num_frames: int 
             raise UserError(f"synthetic split {split!r} not found under {root} ({meta} is missing); "
                             f"splits present: {', '.join(found) or 'none'}")
         annotations = require_dir(root / split / "Annotations", "the split's palette masks")
-        expressions = read_expressions(meta, root / split / "JPEGImages")
-        return ExpressionVideoDataset(expressions, "synthetic", 360, mask_loader=PaletteMaskReader(annotations).video)
+        records = read_expressions(Path(expressions) if expressions is not None else meta, root / split / "JPEGImages")
+        return ExpressionVideoDataset(records, "synthetic", 360, mask_loader=PaletteMaskReader(annotations).video)
     if name in ("a2d", "jhmdb"):
         return build_dataset(name, root, split, num_frames=num_frames, augment=False, **options)
     if name in ("refcoco", "refcoco+", "refcocog"):
