@@ -13,7 +13,8 @@ referred object:
 * ``occluded``: in some frame another object drawn in front of it (higher ``depth``) is closer to it
   than 0.9 x the sum of their radii (centre distance), so part of it is hidden;
 * ``enters_or_leaves``: its motion is ``enter`` or ``leave`` (absent in the first or last frames);
-* ``plain``: neither.
+* ``plain``: neither;
+* ``kind: K`` / ``kind: only K``: the expression kinds of ``meta_expressions/<split>/expression_kinds.json``.
 
 Prints one markdown table: a row per group, a column per report (J&F, with the count of expressions).
 """
@@ -54,6 +55,14 @@ def expression_groups(root: Path, split: str) -> dict[tuple[str, str], set[str]]
         by_object = object_groups(scene)
         for exp_id, exp in scene["expressions"].items():
             out[(video, exp_id)] = by_object[exp["obj_id"]] | {"all"}
+    kinds_file = root / "meta_expressions" / split / "expression_kinds.json"
+    if kinds_file.is_file():  # the expression kinds of the benchmark (docs/synthetic.md), one row each
+        for video, expressions in json.loads(kinds_file.read_text()).items():
+            for exp_id, entry in expressions.items():
+                kinds = entry["kinds"]
+                out[(video, exp_id)] |= {f"kind: {k}" for k in kinds}
+                if len(kinds) == 1:
+                    out[(video, exp_id)].add(f"kind: only {kinds[0]}")
     return out
 
 
@@ -73,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     groups = expression_groups(args.root, args.split)
     names = ["all", "occluded", "enters_or_leaves", "plain"]
+    names += sorted({g for tags in groups.values() for g in tags if g.startswith("kind: ")})
     results = [expression_rows(path) for path in args.reports]
     common = set.intersection(*({row["video"] for row in rows} for rows in results))
     print(f"{len(common)} videos in every result")
