@@ -106,6 +106,22 @@ def read_pretrained_config(directory: str | Path) -> tuple[Any, dict[str, Any]]:
     return config_from_dict(payload["model"]), payload.get("metadata", {})
 
 
+# the model types that answer sentences (segment, evaluate, the web page); a propagator does not
+SEGMENTATION_MODEL_TYPES = ("referformer", "refvos", "tracklets")
+
+
+def folder_model_type(directory: str | Path) -> str:
+    """The ``model_type`` of a ``save_pretrained`` directory (``"referformer"`` when absent), read
+    from its ``config.json`` without building or checking anything else: a damaged folder reads as
+    ``"referformer"`` here and is refused with its own message when loaded."""
+    try:
+        payload = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+        model = payload.get("model") if isinstance(payload, dict) else None
+        return str(model.get("model_type", "referformer")) if isinstance(model, dict) else "referformer"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "referformer"
+
+
 def read_inference_settings(directory: str | Path) -> InferenceSettings:
     """The :class:`InferenceSettings` of a ``save_pretrained`` directory (the original's when the
     folder predates them)."""

@@ -28,6 +28,7 @@ from typing import Any
 from referformer.checkpoint import (BUNDLED_MODELS, CONFIG_FILE, PUBLISHED, WEIGHTS_FILE, bundled_model_dir,
                                     resolve_checkpoint)
 from referformer.checkpoint.cache import entry_dir, is_cached
+from referformer.checkpoint.pretrained import SEGMENTATION_MODEL_TYPES, folder_model_type
 from referformer.errors import UserError
 from referformer.presets import preset_for_file
 
@@ -61,7 +62,9 @@ def default_models_dir() -> Path | None:
 
 
 def _is_model_folder(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+    """A saved model that answers sentences (a propagator folder is not offered)."""
+    return ((path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+            and folder_model_type(path) in SEGMENTATION_MODEL_TYPES)
 
 
 def downloaded_models() -> list[ModelEntry]:
@@ -124,8 +127,10 @@ class ModelCatalog:
             entries.extend(local_models(folder))
         for name in sorted(BUNDLED_MODELS):
             try:
-                bundled_model_dir(name)
+                folder = bundled_model_dir(name)
             except UserError:  # weights missing from this installation: not offered
+                continue
+            if folder_model_type(folder) not in SEGMENTATION_MODEL_TYPES:  # e.g. propagator-tiny
                 continue
             if not any(e.source == name for e in entries):
                 entries.append(ModelEntry(name, name, None, "bundled"))
