@@ -98,14 +98,7 @@ def parse(text: str, objects) -> set[tuple]:
     return set(atoms[:relation]) | {(*atoms[relation], matches[0])}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one intra-op thread per test
 
 
 @pytest.fixture(scope="module")
