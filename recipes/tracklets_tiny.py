@@ -21,36 +21,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from referformer.engine.synthetic_tiny import DATA_SEED, SPLIT_VIDEOS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python recipes/...`: the recipes package
+
+from recipes import steps  # noqa: E402
+from referformer.engine.synthetic_tiny import DATA_SEED  # noqa: E402
 
 STEPS = ("data", "segmenter", "grounding", "export", "evaluate")
 RECIPES = {"segmenter": "tracklets-tiny-segmenter", "grounding": "tracklets-tiny-grounding"}
-
-
-def make_data(work: Path) -> Path:
-    data = work / "data"
-    for split, videos in SPLIT_VIDEOS.items():
-        if not (data / split).is_dir():
-            subprocess.run([sys.executable, "-m", "referformer", "synth", "--out", str(data), "--seed", str(DATA_SEED),
-                            "--videos", str(videos), "--split", split, "--quiet"], check=True)
-    return data
-
-
-def train(work: Path, stage: str, extra: list[str]) -> Path:
-    run = work / stage
-    argv = [sys.executable, "-m", "referformer", "train", "--recipe", RECIPES[stage], "--root", str(work / "data"),
-            "--out", str(run), *extra]
-    if stage == "grounding":
-        argv += ["--init", str(work / "segmenter")]
-    if (run / "last.pth").is_file():
-        argv.append("--resume")
-    subprocess.run(argv, check=True)
-    return run / "last.pth"
 
 
 def export(checkpoint: Path, out: Path, propagator: str) -> Path:
@@ -64,10 +44,8 @@ def export(checkpoint: Path, out: Path, propagator: str) -> Path:
 
 
 def evaluate(model: Path | str, data: Path, split: str, out: Path) -> dict:
-    done = subprocess.run([sys.executable, "-m", "referformer", "evaluate", "--dataset", "synthetic", "--root",
-                           str(data), "--split", split, "--checkpoint", str(model), "--out", str(out), "--json",
-                           "--no-progress"], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout)
+    return steps.evaluate(["--dataset", "synthetic", "--root", str(data), "--split", split, "--checkpoint", str(model),
+                           "--out", str(out)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("train_args", nargs="*", help="extra `referformer train` options (after --)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    for step in args.steps:
-        start = time.time()
+
+    def run(step: str) -> None:
         if step == "data":
-            make_data(args.work)
+            steps.make_data(args.work)
         elif step in RECIPES:
-            train(args.work, step, args.train_args)
+            steps.train(args.work, RECIPES[step], step, args.train_args,
+                        str(args.work / "segmenter") if step == "grounding" else None)
         elif step == "export":
             export(args.work / "grounding" / "last.pth", args.work / "model", args.propagator)
         else:
@@ -97,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({report['num_expressions']} expressions in {report['num_videos']} videos)")
             for name, group in report.get("groups", {}).items():
                 print(f"  {name:24s} {group['count']:5d}  J&F {group['J&F']:.3f}")
-        print(f"step {step}: {time.time() - start:.0f} s", flush=True)
-    return 0
+
+    return steps.run_steps(args.steps, run)
 
 
 if __name__ == "__main__":

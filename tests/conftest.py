@@ -62,13 +62,24 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for the test (restored after): on a loaded 2-core machine two OpenMP
-    threads made the short training runs about 10x slower."""
+def _single_thread():
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored after): on a loaded 2-core machine two OpenMP
+    threads made the short training runs about 10x slower. A whole file: ``pytestmark =
+    pytest.mark.usefixtures("one_thread")``."""
+    yield from _single_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """``one_thread`` for a whole module, its module-scoped fixtures (models built once) included."""
+    yield from _single_thread()

@@ -42,13 +42,7 @@ def fixtures(shared_reference: Path, tmp_path_factory) -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Data loading runs single-threaded in DataLoader workers; do the same here (much faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seed(seed: int = 0) -> None:

@@ -31,12 +31,7 @@ from referformer.synthetic.kinds import expression_groups, read_expression_kinds
 CONFIG = SceneConfig(height=48, width=64, num_frames=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

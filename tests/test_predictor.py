@@ -37,13 +37,7 @@ SHORT_SIDE = 48  # frames go to the model at 48 px (360 in real use): keeps the 
 SENTENCES = ["a red cube", "the big ball on the left", "a small green sphere that moves to the right"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a loaded 2-core machine are many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:

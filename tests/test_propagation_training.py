@@ -4,6 +4,8 @@ as a propagator."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from referformer.engine.propagation_training import PropagationCriterion, export
 from referformer.engine.recipes import get_recipe
 from referformer.engine.trainer import Trainer
 from referformer.engine.wiring import build_components
+from referformer.errors import UserError
 from referformer.inference.propagation import FramePrompt, propagate
 from referformer.inference.propagators import load_propagator
 
@@ -36,6 +39,25 @@ def test_clip_dataset(synthetic_root) -> None:
     assert inputs["frames"].shape == (2, 3, 3, 96, 128) and inputs["first_masks"].shape == (2, 3, 96, 128)
     cropped = VOSClipDataset(videos, num_frames=4, crop=64)[0]
     assert cropped[0].shape == (4, 3, 64, 64)
+
+
+def test_clip_dataset_at_a_short_side(synthetic_root) -> None:
+    """short_side=192 doubles 96x128 frames; the masks are the native ones with every pixel doubled
+    (nearest), the same frames and objects drawn from the same RNG state."""
+    videos = read_vos_split(synthetic_root, "train", "synthetic")
+    native, doubled = VOSClipDataset(videos, num_frames=3), VOSClipDataset(videos, num_frames=3, short_side=192)
+    for index in range(len(videos)):
+        np.random.seed(index), random.seed(index)
+        frames, target = native[index]
+        np.random.seed(index), random.seed(index)
+        big_frames, big_target = doubled[index]
+        assert big_frames.shape == (3, 3, 192, 256) and big_target["masks"].shape == (3, 3, 192, 256)
+        assert torch.equal(big_target["masks"][..., ::2, ::2], target["masks"])
+        assert torch.equal(big_target["masks"][..., 1::2, 1::2], target["masks"])
+        assert torch.equal(big_target["valid"], target["valid"])
+        assert (big_frames.mean((-1, -2)) - frames.mean((-1, -2))).abs().max() < 0.05  # bilinear keeps the means
+    with pytest.raises(UserError, match="short_side"):
+        VOSClipDataset(videos, crop=64, short_side=192)
 
 
 def test_criterion_is_low_for_the_right_answer() -> None:

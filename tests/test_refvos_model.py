@@ -14,13 +14,7 @@ from referformer.models.deeplab import build_deeplab_backbone
 from referformer.models.refvos import build_refvos, postprocess_refvos_clip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads make these small ops 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_text(vocab_size: int = 16, dropout: float = 0.1) -> BertTextConfig:

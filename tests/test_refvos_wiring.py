@@ -24,12 +24,7 @@ from referformer.synthetic import SceneConfig, build_synthetic_tokenizer
 SCENE = SceneConfig(height=48, width=64, num_frames=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a loaded 2-core machine are many times slower
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """``referformer segment``: argument checks, one-line errors, and a full run with a stand-in model.
 
-The real Predictor is not needed here: a fake ``referformer.inference.predictor`` module segments
+The real Predictor is not needed here: a fake ``referformer.inference.engines`` module (its ``load_predictor``) segments
 the bright square painted in the test video, so the whole path input -> windows -> predictor ->
 writers is exercised and its outputs checked against known answers.
 """
@@ -113,9 +113,9 @@ def _box(mask: np.ndarray) -> list[float]:
 
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> type[FakePredictor]:
-    module = types.ModuleType("referformer.inference.predictor")
-    module.Predictor = FakePredictor
-    monkeypatch.setitem(sys.modules, "referformer.inference.predictor", module)
+    module = types.ModuleType("referformer.inference.engines")
+    module.load_predictor = FakePredictor.from_pretrained
+    monkeypatch.setitem(sys.modules, "referformer.inference.engines", module)
     return FakePredictor
 
 
@@ -323,16 +323,6 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     directory = save_pretrained(model, tmp_path / "tiny-model")
     build_synthetic_tokenizer(directory / "tokenizer")
     return directory
-
-
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a loaded 2-core machine are many times slower
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_real_predictor_end_to_end(tmp_path: Path, video: Path, tiny_checkpoint: Path, one_thread, capsys) -> None:

@@ -1,5 +1,5 @@
-"""A tracklets model folder everywhere a checkpoint is accepted: ``Predictor.from_pretrained`` and
-``segment_video`` dispatch to the tracklet pipeline (never the ReferFormer path), ``referformer segment``
+"""A tracklets model folder everywhere a checkpoint is accepted: ``engines.load_predictor`` and
+``segment_video`` dispatch to the tracklet pipeline (``Predictor.from_pretrained`` refuses it) (never the ReferFormer path), ``referformer segment``
 writes its usual layout, ``referformer evaluate --dataset synthetic`` scores it with the kinds report and
 the tracklet recall. A tiny random model and a tiny random propagator folder (no trained weights)."""
 
@@ -20,7 +20,7 @@ from referformer.checkpoint import save_pretrained
 from referformer.checkpoint.settings import InferenceSettings
 from referformer.cli import main as cli_main
 from referformer.errors import UserError
-from referformer.inference.engines import predictor_for
+from referformer.inference.engines import load_predictor, predictor_for
 from referformer.inference.tracklet_stream import TrackletStream
 from referformer.inference.predictor import Predictor
 from referformer.inference.tracklets import TrackletPredictor
@@ -56,10 +56,12 @@ def _frames(synth) -> tuple[list[str], np.ndarray]:
 
 
 def test_predictor_and_api_dispatch_to_the_tracklet_pipeline(folder, synth, one_thread) -> None:
-    predictor = Predictor.from_pretrained(folder, device="cpu")
+    predictor = load_predictor(folder, device="cpu")
     assert isinstance(predictor, TrackletPredictor)
     with pytest.raises(UserError, match="tracklets"):
         Predictor(predictor.model, predictor.tokenizer)
+    with pytest.raises(UserError, match="load_predictor"):
+        Predictor.from_pretrained(folder, device="cpu")
     with pytest.raises(UserError, match="short_side"):
         predictor_for(predictor.model, short_side=96)
     _, frames = _frames(synth)
@@ -115,7 +117,7 @@ def test_evaluate_synthetic_reports_kinds_and_tracklet_recall(folder, synth, tmp
 def test_stream_answers_after_the_last_window(folder, synth, one_thread) -> None:
     from referformer.inference.windows import FrameWindow
 
-    predictor = Predictor.from_pretrained(folder, device="cpu")
+    predictor = load_predictor(folder, device="cpu")
     names, frames = _frames(synth)
     stream = predictor.stream(["the red circle"])
     assert isinstance(stream, TrackletStream)

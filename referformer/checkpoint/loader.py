@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from referformer.checkpoint.official import guess_preset, load_official_state_dict, read_official_checkpoint
 from referformer.checkpoint.pretrained import (CONFIG_FILE, WEIGHTS_FILE, build_from_config, check_all_keys_loaded,
-                                               load_folder, model_type_of)
+                                               load_folder, model_type_of, read_shared)
 from referformer.checkpoint.registry import resolve_checkpoint
+from referformer.checkpoint.shared import read_shared_part
 from referformer.checkpoint.settings import ORIGINAL_SETTINGS
 from referformer.errors import CheckpointMismatchError, UserError
 from referformer.presets import get_preset
@@ -56,13 +57,18 @@ def _read_safetensors_state_dict(path: Path) -> dict[str, Tensor]:
 
 def read_state_dict(name_or_path: str | Path, unsafe_load: bool = False) -> dict[str, Tensor]:
     """The tensors of any checkpoint, keys as stored: a folder's (or bundled model's)
-    ``model.safetensors``, a ``.safetensors`` file, or a ``.pth`` holding ``{"model": state_dict, ...}``
+    ``model.safetensors`` (with the shared parts it names), a ``.safetensors`` file, or a ``.pth`` holding ``{"model": state_dict, ...}``
     (official and training checkpoints) or a bare state dict. Damaged files are one ``UserError`` line."""
     path = resolve_checkpoint(name_or_path)
     if path.is_dir():
-        path = path / WEIGHTS_FILE
+        folder, path = path, path / WEIGHTS_FILE
         if not path.is_file():
             raise UserError(f"{path} not found; the model folder is incomplete")
+        state = _read_safetensors_state_dict(path)
+        shared = read_shared(folder) if (folder / CONFIG_FILE).is_file() else {}
+        for prefix, name in shared.items():  # the parts the folder leaves to assets/shared
+            state.update({f"{prefix}.{k}": v for k, v in read_shared_part(name).items()})
+        return state
     if path.suffix == ".safetensors":
         return _read_safetensors_state_dict(path)
     return read_official_checkpoint(path, unsafe_load=unsafe_load)

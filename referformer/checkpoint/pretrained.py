@@ -9,6 +9,9 @@ builds: :data:`MODEL_TYPES` is the one registry of model classes. ``"inference"`
 ``config.json``::
 
     {"format_version": 1, "model": {...architecture...}, "inference": {...}, "metadata": {...}}
+
+and, in a folder that leaves a frozen module to a part stored once (:mod:`.shared`),
+``"shared": {"text_encoder": "all-MiniLM-L6-v2"}`` (module prefix -> part).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 
 from referformer.checkpoint.official import safe_torch_load
 from referformer.checkpoint.settings import ORIGINAL_SETTINGS, InferenceSettings
+from referformer.checkpoint.shared import load_shared_parts, strip_shared_parts
 from referformer.config import ModelConfig, RefVOSConfig
 from referformer.errors import CheckpointMismatchError, UserError
 from referformer.models import build_model
@@ -82,11 +86,13 @@ def check_all_keys_loaded(missing: Sequence[str], unexpected: Sequence[str], mis
 
 
 def save_pretrained(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None,
-                    inference: InferenceSettings | None = None) -> Path:
+                    inference: InferenceSettings | None = None, shared: Mapping[str, str] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created); returns the directory.
 
     ``inference``: the settings to store (default: the model's ``inference_settings`` attribute when
-    it was loaded from a folder, else the original code's)."""
+    it was loaded from a folder, else the original code's). ``shared``: module prefix -> stored part
+    (:mod:`referformer.checkpoint.shared`) whose tensors the folder leaves out; each module must equal
+    its part (``CheckpointMismatchError`` otherwise)."""
     from safetensors.torch import save_model
 
     directory = Path(directory)
@@ -94,8 +100,12 @@ def save_pretrained(model: nn.Module, directory: str | Path, metadata: dict[str,
     settings = inference or getattr(model, "inference_settings", None) or ORIGINAL_SETTINGS
     payload = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), "inference": settings.to_dict(),
                "metadata": metadata or {}}
-    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if shared:
+        payload["shared"] = dict(shared)
     save_model(model, str(directory / WEIGHTS_FILE))
+    if shared:
+        strip_shared_parts(directory / WEIGHTS_FILE, shared)
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return directory
 
 
@@ -122,6 +132,15 @@ def folder_model_type(directory: str | Path) -> str:
         return "referformer"
 
 
+def read_shared(directory: str | Path) -> dict[str, str]:
+    """The ``"shared"`` entry of a ``save_pretrained`` directory (module prefix -> stored part; ``{}`` when
+    the folder holds all its tensors)."""
+    shared = _read_payload(directory).get("shared") or {}
+    if not isinstance(shared, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in shared.items()):
+        raise UserError(f"{Path(directory) / CONFIG_FILE}: \"shared\" must map module names to part names")
+    return shared
+
+
 def read_inference_settings(directory: str | Path) -> InferenceSettings:
     """The :class:`InferenceSettings` of a ``save_pretrained`` directory (the original's when the
     folder predates them)."""
@@ -144,18 +163,21 @@ def _read_payload(directory: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_safetensors_into(model: nn.Module, weights: Path, mismatch: str) -> None:
-    """Load ``weights`` (a ``.safetensors`` file) into ``model``, every key required; a damaged or
-    truncated file is one ``UserError`` line, not a ``SafetensorError`` traceback."""
+def load_safetensors_into(model: nn.Module, weights: Path, mismatch: str,
+                          shared: Mapping[str, str] | None = None) -> None:
+    """Load ``weights`` (a ``.safetensors`` file) into ``model``, and the ``shared`` parts (module prefix
+    -> stored part) into their modules; every key required. A damaged or truncated file is one
+    ``UserError`` line, not a ``SafetensorError`` traceback."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     try:
-        result = load_model(model, str(weights), strict=False)
+        missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"{weights} is not a readable safetensors file ({str(err).splitlines()[0]}); "
                         "is the download complete? Replace the file (or the whole model folder)") from err
-    check_all_keys_loaded(*result, mismatch)
+    filled = load_shared_parts(model, shared) if shared else set()
+    check_all_keys_loaded([k for k in missing if k not in filled], unexpected, mismatch)
 
 
 def load_folder(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -169,17 +191,19 @@ def load_folder(directory: str | Path, device: str | torch.device = "cpu") -> nn
     if not weights.is_file():
         raise UserError(f"{weights} not found; the converted model directory is incomplete")
     model = build_from_config(config, init_weights=False)
-    load_safetensors_into(model, weights, f"{weights} does not match {CONFIG_FILE}")
+    load_safetensors_into(model, weights, f"{weights} does not match {CONFIG_FILE}", read_shared(directory))
     model.inference_settings = settings
     return model.to(device).eval()
 
 
 def export_training_checkpoint(checkpoint: str | Path, config: Any, directory: str | Path,
                                tokenizer_dir: str | Path | None = None, metadata: dict[str, Any] | None = None,
-                               half: bool = False, inference: InferenceSettings | None = None) -> Path:
+                               half: bool = False, inference: InferenceSettings | None = None,
+                               shared: Mapping[str, str] | None = None) -> Path:
     """A training checkpoint (``Trainer``'s ``last.pth``: ``{"model": state_dict, ...}``) of a model of
     ``config`` -> a ``save_pretrained`` folder (fp16 weights with ``half``), with a copy of
-    ``tokenizer_dir`` as ``tokenizer/`` when given and ``inference`` settings. Returns the folder."""
+    ``tokenizer_dir`` as ``tokenizer/`` when given, ``inference`` settings and ``shared`` parts (see
+    :func:`save_pretrained`). Returns the folder."""
     state = safe_torch_load(Path(checkpoint))
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
@@ -187,7 +211,8 @@ def export_training_checkpoint(checkpoint: str | Path, config: Any, directory: s
     check_all_keys_loaded(*model.load_state_dict(dict(state), strict=False),
                           f"{checkpoint} does not hold a model of the given config")
     model = model.eval()
-    directory = save_pretrained(model.half() if half else model, directory, metadata=metadata, inference=inference)
+    directory = save_pretrained(model.half() if half else model, directory, metadata=metadata, inference=inference,
+                                shared=shared)
     if tokenizer_dir is not None:
         shutil.copytree(tokenizer_dir, Path(directory) / "tokenizer", dirs_exist_ok=True)
     return Path(directory)

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     from referformer.commands.segment import segment_to_folder
     from referformer.errors import UserError
-    from referformer.inference.predictor import Predictor
+    from referformer.inference.engines import load_predictor
     from referformer.inference.video_io import open_source
     from referformer.inference.writers import check_output_dir, decode_mask_rle
     from referformer.engine.synthetic_tiny import BUNDLED_NAME
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     start = time.perf_counter()
-    predictor = Predictor.from_pretrained(BUNDLED_NAME, device="cpu")
+    predictor = load_predictor(BUNDLED_NAME, device="cpu")
 
     video = make_video(seed, DEMO_SPLIT, 0, SceneConfig())
     rendered = [render_frame(video.scene, t) for t in range(len(video.frame_names))]

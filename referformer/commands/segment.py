@@ -9,7 +9,8 @@ results are written at once by :class:`referformer.inference.writers.Segmentatio
 docs/segment.md.
 
 The model side is the one inference engine, ``referformer.inference.predictor.Predictor``
-(``Predictor.from_pretrained(checkpoint, preset=..., tokenizer=..., device=..., dtype=...)`` and
+(``engines.load_predictor(checkpoint, preset=..., tokenizer=..., device=..., dtype=...)``, which gives a
+``TrackletPredictor`` for a tracklets folder, and
 ``predictor.stream(sentences, spill_dir=...)``, see :class:`WindowPredictor`), at the model's
 inference settings unless ``--short-side`` / ``--window`` / ``--query-policy`` override them. Each
 window is written at once with its provisional masks; at the end the windows whose query was not the
@@ -194,9 +195,9 @@ def _check_positive(value: int | None, option: str) -> None:
 def load_predictor(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> WindowPredictor:
     """The Predictor of ``--checkpoint`` / ``--preset`` / ``--tokenizer``, with ``--short-side``,
     ``--query-policy`` and ``--compile``."""
-    from referformer.inference.predictor import Predictor  # imports torch: not at --help time
+    from referformer.inference.engines import load_predictor as load_engine  # imports torch: not at --help time
 
-    return Predictor.from_pretrained(
+    return load_engine(
         args.checkpoint,
         preset=args.preset,
         tokenizer=args.tokenizer,

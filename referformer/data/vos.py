@@ -106,17 +106,23 @@ class VOSClipDataset(Dataset):
     those in the first frame (random, given in the first frame, background elsewhere when not
     chosen). ``crop``: random square crop of this many pixels after a random resize (short side
     ``crop`` x 1.0..1.3) for real datasets; ``None`` keeps the native size (the synthetic
-    benchmark). ``flip``: random horizontal flip of the whole clip. Randomness comes from Python's
+    benchmark). ``short_side``: with ``crop=None``, every frame is first resized (bilinear; masks
+    nearest) so that its short side has this many pixels, the size a propagator runs at with
+    ``--short-side`` (our option, for the synthetic benchmark's second training stage; ``None`` keeps
+    the native size). ``flip``: random horizontal flip of the whole clip. Randomness comes from Python's
     and numpy's global RNGs (the trainer seeds them per sample).
     """
 
     def __init__(self, videos: list[VOSVideo], num_frames: int = 3, max_skip: int = 5, max_objects: int = 3,
-                 crop: int | None = None, flip: bool = True) -> None:
+                 crop: int | None = None, flip: bool = True, short_side: int | None = None) -> None:
         self.videos = [v for v in videos if v.annotated()]
         if not self.videos:
             raise UserError("no annotated video to train on (each needs <frame>.png palette masks)")
+        if short_side is not None and (crop is not None or short_side < 1):
+            raise UserError(f"short_side={short_side}: a positive size, and only without a crop")
         self.num_frames, self.max_skip, self.max_objects, self.crop, self.flip = (
             num_frames, max_skip, max_objects, crop, flip)
+        self.short_side = short_side
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -151,6 +157,8 @@ class VOSClipDataset(Dataset):
         images = [np.asarray(read_rgb(video.frame_paths[p])) for p in positions]
         if self.crop is not None:
             images, labels = self._crop(images, labels, chosen)
+        elif self.short_side is not None:
+            images, labels = self._resize(images, labels)
         if self.flip and random.random() < 0.5:
             images, labels = [im[:, ::-1] for im in images], [lab[:, ::-1] for lab in labels]
         stack = np.stack(labels)
@@ -161,6 +169,17 @@ class VOSClipDataset(Dataset):
         frames = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float() / 255
         frames = (frames - self._mean) / self._std
         return frames, {"masks": torch.from_numpy(masks), "valid": torch.from_numpy(valid), "video_id": video.video_id}
+
+    def _resize(self, images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        assert self.short_side is not None
+        h, w = labels[0].shape
+        scale = self.short_side / min(h, w)
+        size = (round(w * scale), round(h * scale))
+        if size == (w, h):
+            return images, labels
+        return ([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images],
+                [np.asarray(Image.fromarray(np.asarray(lab, dtype=np.uint8)).resize(size, Image.NEAREST))
+                 for lab in labels])
 
     def _crop(self, images: list[np.ndarray], labels: list[np.ndarray],
               chosen: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -74,10 +74,10 @@ def propagator_components(config: TrainConfig, root: str | Path | None,
                           dataset_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Keyword arguments of ``engine.wiring.TrainingComponents`` for a propagator recipe.
 
-    ``config.dataset``: ``synthetic`` (native size, no crop) or a layout of
-    :func:`referformer.data.vos.read_vos_split` (``vos``, ``ytvos``, ``davis``: crops of
-    ``config.max_size`` pixels). ``dataset_options`` go to :class:`VOSClipDataset` (``max_skip``,
-    ``max_objects``, ``crop``, ``flip``) and may name the ``split`` (default ``train``).
+    ``config.dataset``: ``synthetic`` (no crop; native size, or short side ``config.short_side``)
+    or a layout of :func:`referformer.data.vos.read_vos_split` (``vos``, ``ytvos``, ``davis``: crops
+    of ``config.max_size`` pixels). ``dataset_options`` go to :class:`VOSClipDataset` (``max_skip``,
+    ``max_objects``, ``crop``, ``flip``, ``short_side``) and may name the ``split`` (default ``train``).
     """
     if root is None:
         raise UserError(f"recipe {config.name!r} needs the dataset folder: give --root DATA (a "
@@ -87,6 +87,8 @@ def propagator_components(config: TrainConfig, root: str | Path | None,
     layout = "synthetic" if config.dataset == "synthetic" else config.dataset
     videos = read_vos_split(root, split, layout)
     options.setdefault("crop", None if config.dataset == "synthetic" else config.max_size)
+    if options["crop"] is None:
+        options.setdefault("short_side", config.short_side)
     options.setdefault("max_skip", MAX_SKIP)
     options.setdefault("max_objects", MAX_OBJECTS)
     dataset = VOSClipDataset(videos, num_frames=config.num_frames, **options)

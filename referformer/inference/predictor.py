@@ -86,7 +86,7 @@ class Predictor:
 
         if is_tracklets_model(model):
             raise UserError("a tracklets model runs in its own pipeline: use referformer.inference.engines."
-                            "predictor_for(model) or TrackletPredictor (Predictor.from_pretrained picks it)")
+                            "load_predictor / predictor_for, or TrackletPredictor")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         base = settings or getattr(model, "inference_settings", None) or ORIGINAL_SETTINGS
@@ -106,20 +106,15 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, preset: str | None = None, tokenizer: Any = None,
                         device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32",
-                        *, unsafe_load: bool = False, **options: Any) -> Any:
-        """Load a bundled model by name, one of our folders or an official ``.pth`` (architecture
-        from ``preset`` or inferred) with :func:`referformer.load_model`. ``tokenizer``: a folder or
-        a loaded tokenizer; by default the model's settings name it, else the one saved with the
-        checkpoint, else the text config's (``roberta-base`` from the offline cache). ``options``:
-        see the class arguments. A ``tracklets`` model folder gives a
-        :class:`~referformer.inference.tracklets.TrackletPredictor` (same ``predict``), through
-        :func:`referformer.inference.engines.predictor_for`'s choice."""
-        from referformer.inference.tracklets import TrackletPredictor, is_tracklets_model
-
-        model = load_model(name_or_path, preset, unsafe_load=unsafe_load)
-        if is_tracklets_model(model):
-            return TrackletPredictor.for_model(model, tokenizer, None, device, dtype, **options)
-        return cls.for_model(model, tokenizer, device, dtype, **options)
+                        *, unsafe_load: bool = False, **options: Any) -> Predictor:
+        """Load a bundled ReferFormer / RefVOS model by name, one of our folders or an official ``.pth``
+        (architecture from ``preset`` or inferred) with :func:`referformer.load_model`. ``tokenizer``: a
+        folder or a loaded tokenizer; by default the model's settings name it, else the one saved with
+        the checkpoint, else the text config's (``roberta-base`` from the offline cache). ``options``:
+        see the class arguments. A ``tracklets`` model raises ``UserError``: load any model with
+        :func:`referformer.inference.engines.load_predictor`, which picks its engine."""
+        return cls.for_model(load_model(name_or_path, preset, unsafe_load=unsafe_load), tokenizer, device, dtype,
+                             **options)
 
     @classmethod
     def for_model(cls, model: nn.Module, tokenizer: Any = None, device: str | torch.device = "auto",

@@ -39,7 +39,7 @@ DEFAULT_MODELS_DIR = "models"
 @dataclass(frozen=True)
 class ModelEntry:
     """One choice of the page: ``name`` (what the dropdown and the API take), ``source`` (a bundled
-    name, a folder or a weights file for ``Predictor.from_pretrained``), ``preset`` (architecture
+    name, a folder or a weights file for ``engines.load_predictor``), ``preset`` (architecture
     of an official ``.pth``, else ``None``) and ``origin`` (``checkpoint``, ``local`` or ``bundled``)."""
 
     name: str
@@ -158,7 +158,7 @@ class ModelCatalog:
 
 
 class PredictorCache:
-    """Loads predictors on first use (``Predictor.from_pretrained(entry.source, preset=entry.preset,
+    """Loads predictors on first use (``engines.load_predictor(entry.source, preset=entry.preset,
     device=device)``) and keeps the ``capacity`` most recently used ones. Thread-safe."""
 
     def __init__(self, device: str = "auto", capacity: int = 1) -> None:
@@ -173,10 +173,10 @@ class PredictorCache:
             if entry.name in self._loaded:
                 self._loaded.move_to_end(entry.name)
                 return self._loaded[entry.name]
-            from referformer.inference.predictor import Predictor  # imports torch
+            from referformer.inference.engines import load_predictor  # imports torch
 
             try:
-                predictor = Predictor.from_pretrained(entry.source, preset=entry.preset, device=self.device)
+                predictor = load_predictor(entry.source, preset=entry.preset, device=self.device)
             except UserError as err:
                 raise UserError(f"model {entry.name!r}: {err}") from err
             except Exception as err:  # a corrupt or foreign file: say which model, not a traceback

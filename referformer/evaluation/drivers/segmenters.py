@@ -25,6 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from referformer.checkpoint import resolve_checkpoint  # noqa: F401 (re-exported)
+from referformer.inference.engines import load_predictor
 from referformer.inference.predictor import Predictor
 from referformer.inference.sentences import SentenceTooLongError
 
@@ -169,9 +170,9 @@ class ModelSegmenter:
 def load_segmenter(checkpoint: str | Path, preset: str | None = None, tokenizer: str | Path | None = None,
                    device: str | torch.device = "cpu", sentence_batch_size: int = 8, window: int | None = None,
                    **overrides: Any) -> ModelSegmenter:
-    """A :class:`ModelSegmenter` over ``Predictor.from_pretrained(checkpoint, ...)`` (a ``TrackletPredictor``
+    """A :class:`ModelSegmenter` over ``engines.load_predictor(checkpoint, ...)`` (a ``TrackletPredictor``
     for a tracklets folder); ``overrides`` change the model's inference settings (``short_side``,
     ``threshold``, ``query_policy``...)."""
-    predictor = Predictor.from_pretrained(checkpoint, preset, tokenizer=tokenizer, device=device,
-                                          sentence_batch_size=sentence_batch_size, **overrides)
+    predictor = load_predictor(checkpoint, preset, tokenizer=tokenizer, device=device,
+                               sentence_batch_size=sentence_batch_size, **overrides)
     return ModelSegmenter(predictor, window=window)
