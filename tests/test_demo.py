@@ -120,6 +120,25 @@ def test_demo_scores_high(demo_run):
     assert _printed_mean(demo_run[1]) >= 0.75, demo_run[1]
 
 
+def test_demo_runs_the_model_it_is_given(tmp_path, capsys):
+    """--checkpoint: a copy of the bundled folder gives the same masks as the default model; a missing
+    model is one line."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), folder)
+    args = ["demo", "--seed", "3", "--expressions", "2", "--no-overlay"]
+    assert main([*args, "--out", str(tmp_path / "default")]) == 0
+    assert main([*args, "--out", str(tmp_path / "given"), "--checkpoint", str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert f"model {folder} (window" in printed
+    default, given = (json.loads((tmp_path / name / "ground_truth.json").read_text())["report"]
+                      for name in ("default", "given"))
+    assert given["model"] == str(folder) and given["expressions"] == default["expressions"]
+    assert main([*args, "--out", str(tmp_path / "missing"), "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
 def test_demo_refuses_existing_output(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()

@@ -2,10 +2,11 @@
 
     referformer demo                      # writes ./referformer-demo/
     referformer demo --out DIR --seed 7   # the same video every time with --seed
+    referformer demo --checkpoint DIR     # another model: a bundled name, a folder, hf://..., a published name
 
 Generates one video of the synthetic benchmark (docs/synthetic.md) that no model has seen,
 segments several of its referring expressions with the bundled ``synthetic-tiny`` model
-(offline: weights, config and tokenizer ship with the package), writes the ``referformer segment``
+(offline: weights, config and tokenizer ship with the package; ``--checkpoint`` runs another), writes the ``referformer segment``
 layout (``results.json``, ``<i>_<slug>/<frame>.png``, ``overlay.mp4``) plus the input frames
 (``frames/``) and the ground truth (``ground_truth.json``), and prints J, F and J&F per expression
 against the generator's exact masks, then how many expressions picked the referred object: those
@@ -41,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default ./{DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=None, help="video seed (default: a new random one, printed)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the model to run (default: the bundled synthetic-tiny); any model `segment` accepts")
     p.add_argument("--expressions", type=int, default=4, help="expressions to segment, at most (default 4)")
     p.add_argument("--window", type=int, default=None,
                    help="frames the model sees at once (default: the model's inference settings, 5 as trained)")
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     start = time.perf_counter()
-    predictor = load_predictor(BUNDLED_NAME, device="cpu")
+    model_name = args.checkpoint or BUNDLED_NAME
+    predictor = load_predictor(model_name, device="cpu")
 
     video = make_video(seed, DEMO_SPLIT, 0, SceneConfig())
     rendered = [render_frame(video.scene, t) for t in range(len(video.frame_names))]
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                      "video_IoU": round(iou, 4), "picked": iou >= PICKED_IOU})
     mean = float(np.mean([r["J&F"] for r in rows]))
     picked = count_picked(masks, truths)
-    report = {"seed": seed, "model": BUNDLED_NAME, "window": window, "expressions": rows, "mean_J&F": mean,
+    report = {"seed": seed, "model": model_name, "window": window, "expressions": rows, "mean_J&F": mean,
               "picked": picked}
     (args.out / "ground_truth.json").write_text(json.dumps(
         {"seed": seed, "objects": {str(o.obj_id): {"category": o.shape, "colour": o.colour, "size": o.size_class,
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
          "report": report}, indent=2) + "\n")
 
     print(f"synthetic video: seed {seed}, {len(names)} frames of {width}x{height}, "
-          f"{len(video.scene.objects)} objects; model {BUNDLED_NAME} (window {window}, "
+          f"{len(video.scene.objects)} objects; model {model_name} (window {window}, "
           f"{predictor.settings.query_policy})")
     width_text = max(len(r["expression"]) for r in rows)
     width_kinds = max(len("kinds"), *(len(",".join(r["kinds"])) for r in rows))
