@@ -11,8 +11,9 @@ Steps: ``data`` (``referformer synth`` with synthetic-tiny's seed and sizes, 500
 WORK/run``, one CPU process, at the native 96x128), ``finetune`` (the second stage: ``referformer train
 --recipe propagator-tiny-192 --init WORK/run --out WORK/run-192``, the same data upsampled to 192x256, the
 size the bundled propagator runs at; ``--init`` picks another start, e.g. the bundled ``propagator-tiny``),
-``export`` (``WORK/run-192/last.pth`` -> a half-precision model folder ``WORK/model``), ``evaluate`` (``referformer evaluate --task vos --dataset synthetic`` on the test
-split: first-appearance masks given, DAVIS J&F; ``WORK/scores_<split>.json``).
+``export`` (``WORK/run-192/last.pth`` -> a half-precision model folder ``WORK/model``), ``evaluate``
+(``referformer evaluate --task vos --dataset synthetic`` on the test split: first-appearance masks given,
+DAVIS J&F; ``WORK/scores_<split>.json``).
 
 To ship the result: copy ``WORK/model`` to ``referformer/assets/propagator-tiny`` and register the name
 in ``referformer.checkpoint.registry.BUNDLED_MODELS`` (``"propagator-tiny": "assets/propagator-tiny"``);

@@ -50,9 +50,9 @@ def test_compiled_refvos_gives_the_eager_outputs():
 
 
 def test_predictor_compile_option_wraps_the_model():
-    compiled = Predictor.from_pretrained("synthetic-tiny", device="cpu", compile=True)
+    compiled = Predictor.from_pretrained("synthetic-tiny-v1", device="cpu", compile=True)
     assert all(hasattr(getattr(compiled.model, name), "_orig_mod") for name in ("transformer", "pixel_decoder"))
-    assert not hasattr(Predictor.from_pretrained("synthetic-tiny", device="cpu").model.pixel_decoder, "_orig_mod")
+    assert not hasattr(Predictor.from_pretrained("synthetic-tiny-v1", device="cpu").model.pixel_decoder, "_orig_mod")
 
 
 def test_model_without_compile_parts_is_a_user_error():

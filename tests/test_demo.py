@@ -14,16 +14,20 @@ from referformer.engine.synthetic_tiny import bundled_model_dir
 
 
 def test_bundled_model_is_small_and_loads():
+    """synthetic-tiny (recipe synthetic-tiny-v2) keeps only its own weights: the frozen all-MiniLM-L6-v2 is
+    the shared part stored once in assets/shared, and the loader fills it in."""
     from referformer.checkpoint import load_model
     from referformer.text import load_tokenizer
 
     folder = bundled_model_dir()
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size < 25e6, f"bundled model is {size / 1e6:.1f} MB"
+    assert size < 10e6, f"bundled model is {size / 1e6:.1f} MB without its shared part"
+    assert json.loads((folder / "config.json").read_text())["shared"] == {"text_encoder": "all-MiniLM-L6-v2"}
     model = load_model(folder)
     tokenizer = load_tokenizer(folder / "tokenizer")
-    assert len(tokenizer) <= model.config.text_encoder.vocab_size
-    assert not model.config.freeze_text_encoder  # trained from scratch, text encoder included
+    assert len(tokenizer) == model.config.text_encoder.vocab_size == 30522  # MiniLM's WordPiece vocabulary
+    assert model.config.backbone == "efficientnet_lite0" and model.config.motion_queries
+    assert model.config.freeze_text_encoder  # all-MiniLM-L6-v2 as shipped
 
 
 @pytest.fixture(scope="module")

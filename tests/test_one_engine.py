@@ -30,7 +30,7 @@ from referformer.synthetic.scenes import SceneConfig, render_frame
 from referformer.synthetic.writer import make_video
 from referformer.text import load_tokenizer, normalize_sentence
 
-BUNDLED = "synthetic-tiny"
+BUNDLED = "synthetic-tiny-v1"  # the original architecture at tiny size: a fast model for the engine tests
 
 
 @pytest.fixture(scope="module")

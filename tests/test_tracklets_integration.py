@@ -1,7 +1,7 @@
 """A tracklets model folder everywhere a checkpoint is accepted: ``engines.load_predictor`` and
-``segment_video`` dispatch to the tracklet pipeline (``Predictor.from_pretrained`` refuses it) (never the ReferFormer path), ``referformer segment``
-writes its usual layout, ``referformer evaluate --dataset synthetic`` scores it with the kinds report and
-the tracklet recall. A tiny random model and a tiny random propagator folder (no trained weights)."""
+``segment_video`` dispatch to the tracklet pipeline, never the ReferFormer path (``Predictor.from_pretrained``
+refuses it); ``referformer segment`` writes its usual layout, ``referformer evaluate --dataset synthetic``
+scores it with the kinds report and the tracklet recall. A tiny random model and a tiny random propagator folder (no trained weights)."""
 
 from __future__ import annotations
 

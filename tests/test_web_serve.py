@@ -71,7 +71,7 @@ def test_catalog_offers_checkpoints_then_local_models_then_bundled(tmp_path: Pat
     (models / "empty").mkdir()
     mine = _converted_folder(tmp_path / "runs" / "ytvos-r50")  # same name as a local folder
     catalog = ModelCatalog.discover([str(mine)], models)
-    assert catalog.names == ["ytvos-r50", "ytvos-r50-2", "ytvos-r101", "synthetic-tiny"]
+    assert catalog.names == ["ytvos-r50", "ytvos-r50-2", "ytvos-r101", "synthetic-tiny", "synthetic-tiny-v1"]
     assert catalog.default == "ytvos-r50" and catalog.get("ytvos-r50").source == str(mine)
     assert catalog.get("ytvos-r101").preset == "ytvos-r101"
     assert ("synthetic-tiny (bundled)", "synthetic-tiny") in catalog.choices()
@@ -80,7 +80,8 @@ def test_catalog_offers_checkpoints_then_local_models_then_bundled(tmp_path: Pat
         catalog.get("nope")
     with pytest.raises(UserError, match="checkpoint not found"):
         ModelCatalog.discover([str(tmp_path / "missing")])
-    assert ModelCatalog.discover(["synthetic-tiny"], tmp_path / "runs").names == ["synthetic-tiny", "ytvos-r50"]
+    assert ModelCatalog.discover(["synthetic-tiny"], tmp_path / "runs").names == [
+        "synthetic-tiny", "ytvos-r50", "synthetic-tiny-v1"]
 
 
 def test_downloaded_official_checkpoints_are_offered(empty_model_cache: Path, tmp_path: Path) -> None:
@@ -89,10 +90,11 @@ def test_downloaded_official_checkpoints_are_offered(empty_model_cache: Path, tm
         (entry / "manifest.json").write_text("{}")
     _converted_folder(empty_model_cache / "models" / "ytvos-swin-l")  # no manifest: not a complete entry
     catalog = ModelCatalog.discover()
-    assert catalog.names == ["ytvos-r50", "ytvos-r101", "synthetic-tiny"]  # the model zoo's order
+    assert catalog.names == ["ytvos-r50", "ytvos-r101", "synthetic-tiny", "synthetic-tiny-v1"]  # the model zoo's order
     assert catalog.get("ytvos-r50").origin == "official" and catalog.get("ytvos-r50").source == "ytvos-r50"
     # given with --checkpoint, by name or by folder: offered once, first
-    assert ModelCatalog.discover(["ytvos-r101"]).names == ["ytvos-r101", "ytvos-r50", "synthetic-tiny"]
+    assert ModelCatalog.discover(["ytvos-r101"]).names == [
+        "ytvos-r101", "ytvos-r50", "synthetic-tiny", "synthetic-tiny-v1"]
     assert ModelCatalog.discover([str(empty_model_cache / "models" / "ytvos-r50")]).names[:2] == [
         "ytvos-r50", "ytvos-r101"]
 
@@ -100,7 +102,7 @@ def test_downloaded_official_checkpoints_are_offered(empty_model_cache: Path, tm
 def test_models_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _converted_folder(tmp_path / "mine")
     monkeypatch.setenv("REFERFORMER_MODELS", str(tmp_path))
-    assert ModelCatalog.discover().names == ["mine", "synthetic-tiny"]
+    assert ModelCatalog.discover().names == ["mine", "synthetic-tiny", "synthetic-tiny-v1"]
     monkeypatch.setenv("REFERFORMER_MODELS", str(tmp_path / "nowhere"))
     with pytest.raises(UserError, match="models folder not found"):
         ModelCatalog.discover()

@@ -1,8 +1,8 @@
 """``referformer download`` / ``presets`` and the entry points by published name, with the network gone.
 
-The bundled ``synthetic-tiny`` model, saved in the official format, is served from a loopback
-mirror under a test-registered name: downloading it and then segmenting by name with the server
-stopped must give exactly what the bundled model gives.
+The bundled ``synthetic-tiny-v1`` model (the original architecture), saved in the official format, is
+served from a loopback mirror under a test-registered name: downloading it and then segmenting by name
+with the server stopped must give exactly what the bundled model gives.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ OTHER, OTHER_ID = "test-synthetic-missing", "test-synthetic-missing-id"
 @pytest.fixture(scope="module")
 def synthetic_file() -> bytes:
     buffer = io.BytesIO()
-    save_official_checkpoint(load_model("synthetic-tiny"), buffer)
+    save_official_checkpoint(load_model("synthetic-tiny-v1"), buffer)
     return buffer.getvalue()
 
 
 def _entry(name: str, drive_id: str) -> zoo.PublishedCheckpoint:
-    folder = bundled_model_dir("synthetic-tiny")
+    folder = bundled_model_dir("synthetic-tiny-v1")
     config, _ = read_pretrained_config(folder)
     settings = read_inference_settings(folder).override(tokenizer=str(folder / "tokenizer"))
     return zoo.PublishedCheckpoint(name, drive_id, "tiny", "ResNet-18", "synthetic", {"Synthetic J&F": 90.5},
@@ -86,7 +86,7 @@ def test_download_then_segment_by_name_with_the_network_gone(mirror, video, tmp_
     assert out.startswith(f"{NAME}: {folder} (") and "sha256 of the original" in out
     mirror.stop()
     ours = _segment(video, NAME, tmp_path / "by-name")
-    bundled = _segment(video, "synthetic-tiny", tmp_path / "bundled")
+    bundled = _segment(video, "synthetic-tiny-v1", tmp_path / "bundled")
     assert [s["query"] for s in ours["sentences"]] == [s["query"] for s in bundled["sentences"]]
     assert ours["sentences"][0]["score"] == pytest.approx(bundled["sentences"][0]["score"], abs=1e-6)
     assert ours["sentences"][0]["frames"] == bundled["sentences"][0]["frames"]
@@ -182,7 +182,7 @@ def test_download_saves_a_hub_tokenizer_with_the_model(mirror, monkeypatch, tmp_
 
     def fake_snapshot_download(repo_id, *, allow_patterns=None, local_files_only=False, **kwargs):
         calls.append((repo_id, local_files_only))
-        return str(bundled_model_dir("synthetic-tiny") / "tokenizer")
+        return str(bundled_model_dir("synthetic-tiny-v1") / "tokenizer")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     assert main(["download", NAME, "--quiet"]) == 0

@@ -123,7 +123,7 @@ def test_push_a_folder_then_load_it_by_hf_address(hub: FakeHub, folder: Path) ->
 
 
 def test_push_a_loaded_model_with_its_tokenizer(hub: FakeHub) -> None:
-    push_to_hub(load_model("synthetic-tiny"), "someone/synthetic")
+    push_to_hub(load_model("synthetic-tiny-v1"), "someone/synthetic")
     pushed = hub.root / "someone" / "synthetic"
     assert (pushed / "tokenizer" / "tokenizer.json").is_file() and (pushed / "README.md").is_file()
     from referformer.inference.predictor import Predictor

@@ -28,7 +28,7 @@ def test_a_missing_hub_tokenizer_is_fetched_once(online, monkeypatch: pytest.Mon
 
     def fake_snapshot_download(repo_id, *, allow_patterns=None, local_files_only=False, **kwargs):
         calls.append((repo_id, tuple(allow_patterns), local_files_only))
-        return str(bundled_model_dir("synthetic-tiny") / "tokenizer")
+        return str(bundled_model_dir("synthetic-tiny-v1") / "tokenizer")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     tokenizer = load_tokenizer("referformer-test/tokenizer")

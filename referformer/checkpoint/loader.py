@@ -57,8 +57,9 @@ def _read_safetensors_state_dict(path: Path) -> dict[str, Tensor]:
 
 def read_state_dict(name_or_path: str | Path, unsafe_load: bool = False) -> dict[str, Tensor]:
     """The tensors of any checkpoint, keys as stored: a folder's (or bundled model's)
-    ``model.safetensors`` (with the shared parts it names), a ``.safetensors`` file, or a ``.pth`` holding ``{"model": state_dict, ...}``
-    (official and training checkpoints) or a bare state dict. Damaged files are one ``UserError`` line."""
+    ``model.safetensors`` with the shared parts it names, a ``.safetensors`` file, or a ``.pth``
+    holding ``{"model": state_dict, ...}`` (official and training checkpoints) or a bare state dict.
+    Damaged files are one ``UserError`` line."""
     path = resolve_checkpoint(name_or_path)
     if path.is_dir():
         folder, path = path, path / WEIGHTS_FILE

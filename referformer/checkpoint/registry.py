@@ -18,7 +18,12 @@ from referformer.errors import UserError
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # name -> folder relative to the package (config.json + model.safetensors + tokenizer/)
 BUNDLED_MODELS: dict[str, str] = {
-    "synthetic-tiny": "assets/synthetic-tiny",  # a small ReferFormer trained on the synthetic benchmark
+    # the model `referformer demo` runs: a small ReferFormer on the synthetic benchmark (recipe synthetic-tiny-v2:
+    # ImageNet EfficientNet-Lite0, frozen all-MiniLM-L6-v2 stored once in assets/shared, motion-aware queries)
+    "synthetic-tiny": "assets/synthetic-tiny",
+    # the first one (recipe synthetic-tiny: ResNet-18 and RoBERTa from scratch, the original's architecture, so
+    # it can be written in the official checkpoint format); the tests' small model of the original's kind
+    "synthetic-tiny-v1": "assets/synthetic-tiny-v1",
     "propagator-tiny": "assets/propagator-tiny",  # a small mask propagator (recipes/propagator_tiny.py)
 }
 

@@ -271,8 +271,8 @@ RECIPES: dict[str, TrainConfig] = {
             "see docs/propagation.md",
             dataset="synthetic",
             model="propagator",
-            epochs=3,  # 125 steps of 4 clips an epoch, each ~4x the compute of a first-stage step
-            optimizer=OptimizerConfig(lr=2e-4, lr_backbone=2e-4, weight_decay=1e-4, lr_drop=(2,),
+            epochs=2,  # 125 steps of 4 clips an epoch, each ~4x the compute of a first-stage step
+            optimizer=OptimizerConfig(lr=2e-4, lr_backbone=2e-4, weight_decay=1e-4, lr_drop=(1,),
                                       backbone_names=("trunk",), text_encoder_names=(), linear_proj_names=()),
             num_frames=3,
             batch_size=4,
