@@ -263,4 +263,4 @@ def test_load_segmenter_uses_the_tokenizer_saved_with_the_checkpoint():
 
     segmenter = load_segmenter("synthetic-tiny")
     assert len(segmenter.predictor.tokenizer) == segmenter.model.config.text_encoder.vocab_size
-    assert segmenter.predictor.tokenizer("the red circle")["input_ids"][0] == 0  # <s>, as RoBERTa
+    assert segmenter.predictor.tokenizer("the red circle")["input_ids"][0] == 101  # [CLS]: MiniLM's WordPiece

@@ -109,9 +109,9 @@ def test_segment_propagate_rewrites_masks_results_and_overlay(tmp_path: Path, mo
     scores = [0.2, 0.3, 0.1, 0.5, 0.9, 0.3, 0.8, 0.2, 0.1]  # top: frame 4
     fake = types.SimpleNamespace(settings=InferenceSettings(window=4),
                                  stream=lambda sentences, spill_dir=None: _Stream(corrupted(red, [4]), scores))
-    module = types.ModuleType("referformer.inference.predictor")
-    module.Predictor = types.SimpleNamespace(from_pretrained=lambda checkpoint, **kw: fake)
-    monkeypatch.setitem(sys.modules, "referformer.inference.predictor", module)
+    module = types.ModuleType("referformer.inference.engines")
+    module.load_predictor = lambda checkpoint, **kw: fake
+    monkeypatch.setitem(sys.modules, "referformer.inference.engines", module)
     import referformer.inference.propagators as propagators
 
     monkeypatch.setattr(propagators, "load_propagator", lambda name, device, **kw: colour_propagator())

@@ -205,12 +205,14 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
 
 
 def test_init_from_the_bundled_model_by_name():
-    """``--init synthetic-tiny`` resolves the bundled folder and loads every weight of that architecture."""
+    """``--init synthetic-tiny`` resolves the bundled folder and loads every weight of that architecture,
+    the text encoder from the shared part the folder names."""
     from referformer.models import build_model
-    from referformer.engine.synthetic_tiny import bundled_model_dir, synthetic_tiny_config
+    from referformer.checkpoint.shared import read_shared_part
+    from referformer.engine.synthetic_tiny import bundled_model_dir, synthetic_tiny_v2_config
 
     torch.manual_seed(0)
-    model = build_model(synthetic_tiny_config())
+    model = build_model(synthetic_tiny_v2_config())
     missing, unexpected = load_initial_weights(model, "synthetic-tiny")
     assert missing == [] and unexpected == []
     from safetensors.torch import load_file
@@ -218,6 +220,8 @@ def test_init_from_the_bundled_model_by_name():
     stored = load_file(str(bundled_model_dir() / "model.safetensors"))
     name = next(k for k in stored if k.endswith("class_embed.0.weight"))
     torch.testing.assert_close(model.state_dict()[name], stored[name].float())
+    embeddings = read_shared_part("all-MiniLM-L6-v2")["embeddings.word_embeddings.weight"]
+    torch.testing.assert_close(model.text_encoder.embeddings.word_embeddings.weight, embeddings.float())
 
 
 def test_training_checkpoints_load_without_unpickling_code(tmp_path):
