@@ -1,10 +1,13 @@
-"""Reproduce the bundled ``synthetic-tiny`` model: data, alignment stage, training, export, evaluation.
+"""Reproduce the bundled synthetic models: data, alignment stage, training, export, evaluation.
 
-A script beside the package (not part of the installed library), run from the repository root::
+``--variant v2`` (recipe ``synthetic-tiny-v2``) gives the bundled ``synthetic-tiny``; ``v1`` (the default,
+recipe ``synthetic-tiny``) gives the first one, bundled as ``synthetic-tiny-v1``. A script beside the
+package (not part of the installed library), run from the repository root::
 
-    python recipes/synthetic_tiny.py --work /tmp/synth                  # everything
+    python recipes/synthetic_tiny.py --work /tmp/synth --variant v2     # everything, the bundled synthetic-tiny
+    python recipes/synthetic_tiny.py --work /tmp/synth                  # everything, synthetic-tiny-v1
     python recipes/synthetic_tiny.py --work /tmp/synth --steps data     # one step
-    python recipes/synthetic_tiny.py --work /tmp/synth --steps evaluate --model synthetic-tiny
+    python recipes/synthetic_tiny.py --work /tmp/synth --steps evaluate --model synthetic-tiny-v1
 
 Steps: ``data`` (``referformer synth`` with the seeds and sizes of :mod:`referformer.engine.synthetic_tiny`),
 ``align`` (the sentence-object alignment stage, :func:`referformer.engine.align_pretrain.pretrain_alignment`,
@@ -42,8 +45,8 @@ STEPS = ("data", "align", "train", "export", "evaluate")
 
 
 class Variant:
-    """What differs between ``v1`` (the bundled synthetic-tiny) and ``v2`` (synthetic-tiny-v2): the recipe,
-    the alignment stage and the file names under ``--work``."""
+    """What differs between ``v1`` (bundled as synthetic-tiny-v1) and ``v2`` (bundled as synthetic-tiny):
+    the recipe, the alignment stage and the file names under ``--work``."""
 
     def __init__(self, name: str) -> None:
         from referformer.engine import synthetic_tiny as st
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="work folder (data/, run/, model/, scores.json)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--variant", choices=("v1", "v2"), default="v1",
-                        help="v1: the bundled synthetic-tiny (default); v2: synthetic-tiny-v2 (pretrained parts)")
+                        help="v1 (default): bundled as synthetic-tiny-v1; v2: the pretrained parts, bundled as "
+                        "synthetic-tiny")
     parser.add_argument("--processes", type=int, default=2, help="training processes (default 2)")
     parser.add_argument("--checkpoint", type=Path, help="export this training checkpoint (default: WORK/run/last.pth)")
     parser.add_argument("--model", default=None, help="evaluate this model folder or synthetic-tiny (default: WORK/model)")
