@@ -16,7 +16,6 @@ A developer utility beside the package (not installed with it).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -24,23 +23,23 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent.parent / "referformer" / "assets"
 
 
-def bundle(source: Path, name: str, shared: dict[str, str], assets: Path = ASSETS) -> Path:
-    """``source`` (a ``save_pretrained`` folder holding all its tensors) -> ``assets/name``; returns it."""
-    from referformer.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model
-    from referformer.checkpoint.shared import strip_shared_parts, write_shared_part
+def bundle(source: Path, name: str, shared: dict[str, str]) -> Path:
+    """``source`` (a ``save_pretrained`` folder holding all its tensors) -> ``assets/name``; returns it. The
+    weights are written again in half precision (as every bundled model; an exported fp16 folder keeps
+    its values exactly) by ``save_pretrained``, without the ``shared`` modules' tensors, with the source's
+    ``config.json`` contents; the other files (``tokenizer/``...) are copied."""
+    from referformer.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model, read_pretrained_config, save_pretrained
+    from referformer.checkpoint.shared import write_shared_part
 
     model = load_model(source)
     for prefix, part in shared.items():
-        write_shared_part(model.get_submodule(prefix), part, assets / "shared")
-    target = assets / name
+        write_shared_part(model.get_submodule(prefix), part)  # referformer/assets/shared/PART
+    target = ASSETS / name
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(source, target)
-    if shared:
-        strip_shared_parts(target / WEIGHTS_FILE, shared, assets / "shared")
-        config = json.loads((target / CONFIG_FILE).read_text(encoding="utf-8"))
-        config["shared"] = dict(shared)
-        (target / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(CONFIG_FILE, WEIGHTS_FILE))
+    _, metadata = read_pretrained_config(source)
+    save_pretrained(model.half(), target, metadata=metadata, inference=model.inference_settings, shared=shared)
     for path in [target, *target.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # package data readable by everyone
     return target

@@ -7,11 +7,11 @@
 Generates one video of the synthetic benchmark (docs/synthetic.md) that no model has seen,
 segments several of its referring expressions with the bundled ``synthetic-tiny`` model
 (offline: weights, config and tokenizer ship with the package; ``--checkpoint`` runs another),
-writes the ``referformer segment`` layout (``results.json``, ``<i>_<slug>/<frame>.png``, ``overlay.mp4``) plus the input frames
-(``frames/``) and the ground truth (``ground_truth.json``), and prints J, F and J&F per expression
-against the generator's exact masks, then how many expressions picked the referred object: those
-whose masks overlap its ground truth with IoU >= 0.5 over the whole video (the sum over frames of
-|mask & truth| divided by the sum of |mask | truth|).
+writes the ``referformer segment`` layout (``results.json``, ``<i>_<slug>/<frame>.png``,
+``overlay.mp4``) plus the input frames (``frames/``) and the ground truth (``ground_truth.json``),
+and prints J, F and J&F per expression against the generator's exact masks, then how many
+expressions picked the referred object: those whose masks overlap its ground truth with IoU >= 0.5
+over the whole video (the sum over frames of |mask & truth| divided by the sum of |mask | truth|).
 """
 
 from __future__ import annotations
